@@ -1,0 +1,1 @@
+"""communication of mindspore_federated."""

@@ -1,0 +1,1 @@
+"""tools of mindspore_federated."""

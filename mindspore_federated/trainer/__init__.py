@@ -1,0 +1,1 @@
+"""trainer of mindspore_federated."""

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Create (or update) the project's virtual environment in .venv and install everything the
+# library, the PanGu-alpha example and the tests need. Idempotent: a second run only checks.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+VENV="${VENV:-$ROOT/.venv}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "[bootstrap] creating virtual environment $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+STAMP="$VENV/.requirements.sha"
+WANT="$(cat "$ROOT"/requirements*.txt "$ROOT"/example/splitnn_pangu_alpha/requirements.txt "$ROOT"/setup.py | sha256sum | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ]; then
+    echo "[bootstrap] installing dependencies (first run downloads MindSpore, ~300 MB)"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+    "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements-test.txt"
+    "$VENV/bin/python" -m pip install --quiet --no-deps -e "$ROOT"
+    echo "$WANT" > "$STAMP"
+fi
+echo "[bootstrap] environment ready: $VENV"

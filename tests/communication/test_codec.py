@@ -1,0 +1,149 @@
+"""Tensor codec: bit-exact round trips and refusal of malformed input."""
+from collections import OrderedDict
+
+import mindspore_federated  # noqa: F401  (selects protobuf's native backend before mindspore)
+import mindspore as ms
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from mindspore_federated._proto.vfl_pb2 import TensorListProto, TensorProto
+from mindspore_federated.communication import codec
+
+NUMPY_DTYPES = ["bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                "float16", "float32", "float64"]
+MS_DTYPES = [ms.bool_, ms.int8, ms.int16, ms.int32, ms.int64, ms.uint8, ms.uint16, ms.uint32,
+             ms.uint64, ms.float16, ms.float32, ms.float64, ms.bfloat16]
+
+
+def _bits(tensor: ms.Tensor) -> bytes:
+    """Raw bytes of a tensor, so NaN payloads and signed zeros compare exactly."""
+    return tensor.asnumpy().tobytes()
+
+
+def _random_bytes(rng, shape, itemsize) -> np.ndarray:
+    return rng.integers(0, 256, size=int(np.prod(shape)) * itemsize, dtype=np.uint8)
+
+
+@pytest.mark.parametrize("dtype", MS_DTYPES, ids=str)
+@pytest.mark.parametrize("decoder", ["loads", "decode"])
+def test_every_dtype_round_trips_bit_exactly(dtype, decoder):
+    rng = np.random.default_rng(0)
+    np_dtype = ms.Tensor(np.zeros(1), dtype).asnumpy().dtype
+    if dtype == ms.bool_:
+        source = rng.integers(0, 2, size=(3, 5)).astype(bool)
+    else:  # arbitrary bit patterns: NaNs, infinities, denormals and negative zero included
+        source = _random_bytes(rng, (3, 5), np_dtype.itemsize).view(np_dtype).reshape(3, 5)
+    tensor = ms.Tensor(source) if dtype != ms.bfloat16 else ms.Tensor(source, dtype)
+    assert tensor.dtype == dtype
+    data = codec.dumps({"t": tensor})
+    out = codec.loads(data) if decoder == "loads" else codec.decode(codec.parse(data))
+    assert out["t"].dtype == dtype
+    assert out["t"].shape == (3, 5)
+    assert _bits(out["t"]) == _bits(tensor)
+
+
+def test_raw_data_is_little_endian_bytes_not_base64():
+    values = np.array([1.0, -2.5], dtype=np.float32)
+    proto = codec.parse(codec.dumps({"x": ms.Tensor(values)}))
+    assert proto.tensors[0].raw_data == values.astype("<f4").tobytes()
+    assert proto.tensors[0].data_type == "float32"
+    assert list(proto.tensors[0].dims) == [2]
+
+
+def test_nesting_key_order_scalars_and_empty_tensors():
+    message = OrderedDict([
+        ("z_first", ms.Tensor(np.float32(3.5))),
+        ("nested", OrderedDict([("b", ms.Tensor(np.zeros((0, 4), np.float16))),
+                                ("a", OrderedDict([("deep", ms.Tensor(np.arange(3, dtype=np.int64)))]))])),
+        ("a_last", np.array([True, False])),
+    ])
+    for out in (codec.loads(codec.dumps(message)), codec.decode(codec.encode(message))):
+        assert list(out) == ["z_first", "nested", "a_last"]
+        assert list(out["nested"]) == ["b", "a"]
+        assert out["z_first"].shape == () and float(out["z_first"].asnumpy()) == 3.5
+        assert out["nested"]["b"].shape == (0, 4) and out["nested"]["b"].dtype == ms.float16
+        np.testing.assert_array_equal(out["nested"]["a"]["deep"].asnumpy(), [0, 1, 2])
+        np.testing.assert_array_equal(out["a_last"].asnumpy(), [True, False])
+
+
+def test_fast_serializer_matches_protobuf():
+    message = {"a": ms.Tensor(np.ones((2, 2), np.float32)), "n": {"b": ms.Tensor(np.int32(7))}}
+    assert codec.parse(codec.dumps(message, name="m", send_addr="s", recv_addr="r")) == \
+        codec.encode(message, name="m", send_addr="s", recv_addr="r")
+    buffer = codec.dumps_to_buffer(message, name="m", send_addr="s", recv_addr="r")
+    assert buffer.dtype == np.uint8 and buffer.tobytes() == codec.dumps(message, name="m", send_addr="s",
+                                                                        recv_addr="r")
+
+
+def test_decoding_a_writable_buffer_copies_nothing():
+    data = bytearray(codec.dumps({"x": ms.Tensor(np.arange(1024, dtype=np.float32))}))
+    out = codec.loads(data, as_numpy=True)["x"]
+    assert np.shares_memory(out, np.frombuffer(data, np.uint8))
+
+
+def test_unsupported_values_are_rejected_with_their_key():
+    with pytest.raises(TypeError, match="'bad'"):
+        codec.dumps({"bad": [1, 2, 3]})
+    with pytest.raises(TypeError, match="keys must be str"):
+        codec.dumps({1: ms.Tensor(1.0)})
+
+
+def _tensor_list(tensor: TensorProto) -> bytes:
+    proto = TensorListProto(length=1, key_order=[tensor.ref_key])
+    proto.tensors.append(tensor)
+    return proto.SerializeToString()
+
+
+@pytest.mark.parametrize("decode", [codec.loads, lambda b: codec.decode(codec.parse(b))],
+                         ids=["loads", "decode"])
+@pytest.mark.parametrize("tensor, message", [
+    (TensorProto(ref_key="w", dims=[2], data_type="float32", raw_data=b"\0" * 7), "'w'.*7 bytes"),
+    (TensorProto(ref_key="w", dims=[2, -1], data_type="float32"), "'w'.*negative"),
+    (TensorProto(ref_key="w", dims=[1], data_type="float128", raw_data=b"\0" * 16), "'w'.*float128"),
+    (TensorProto(ref_key="w", dims=[1], data_type="object", raw_data=b"\0" * 8), "'w'.*object"),
+    (TensorProto(ref_key="w", dims=[3], size=4, data_type="int8", raw_data=b"\0" * 3), "'w'.*size"),
+])
+def test_inconsistent_tensors_raise_value_error_naming_the_tensor(decode, tensor, message):
+    with pytest.raises(ValueError, match=message):
+        decode(_tensor_list(tensor))
+
+
+def test_duplicate_keys_and_bad_key_order_are_refused():
+    proto = TensorListProto(length=2, key_order=["a", "a"])
+    proto.tensors.extend([TensorProto(ref_key="a", dims=[], data_type="int8", raw_data=b"\1")] * 2)
+    with pytest.raises(ValueError, match="duplicate"):
+        codec.loads(proto.SerializeToString())
+    proto = TensorListProto(length=1, key_order=["b"])
+    proto.tensors.append(TensorProto(ref_key="a", dims=[], data_type="int8", raw_data=b"\1"))
+    with pytest.raises(ValueError, match="key_order"):
+        codec.loads(proto.SerializeToString())
+
+
+def test_every_truncation_of_a_message_raises_value_error():
+    data = codec.dumps({"a": ms.Tensor(np.arange(6, dtype=np.float32)),
+                        "n": {"b": ms.Tensor(np.array([1, 2], np.int64))}})
+    for cut in range(1, len(data)):
+        with pytest.raises(ValueError):
+            codec.loads(data[:cut])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=256))
+def test_random_bytes_never_crash_the_decoder(data):
+    try:
+        codec.loads(data)
+    except ValueError:
+        pass
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(NUMPY_DTYPES).flatmap(
+    lambda name: hnp.arrays(np.dtype(name), hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5))))
+def test_property_round_trip_of_random_arrays(array):
+    out = codec.loads(codec.dumps({"x": array}))["x"]
+    assert out.shape == array.shape
+    assert out.asnumpy().dtype == array.dtype
+    assert out.asnumpy().tobytes() == array.tobytes()
