@@ -1,0 +1,514 @@
+"""FLModel: drives one party's sub-network through forward, backward, eval and checkpoints.
+
+The yaml (FLYamlData) says which tensors go in and out, which gradients to send to the peer
+(grad scalers) and how each optimizer's parameter gradient is assembled from gradient terms.
+
+Gradients are vector-Jacobian products. A term's parameter gradient is linear in its
+sensitivity, so all terms of one optimizer are computed with a single vjp whose sensitivity on
+each network output is the sum of the sensitivities of the terms on that output (zeros for
+outputs without a term). Passes that need the same sensitivities (typically a grad scaler and
+the optimizer on the same output with the same sens) share one vjp, so a party usually does one
+forward and one backward per step.
+"""
+import logging
+import os
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops, Tensor, Parameter
+
+from mindspore_federated.config.yaml_data import FLYamlData, GradSpec, NetSpec, OptSpec
+
+logger = logging.getLogger(__name__)
+
+_GLOBAL_STEP_KEY = "global_step"
+SensDict = Mapping[str, Mapping[str, Any]]
+
+
+@dataclass
+class _TermGroup:
+    """Terms of one yaml-built optimizer that feed the same parameter subset."""
+    terms: List[GradSpec]
+    params: List[Parameter]
+
+
+@dataclass
+class _BuiltOpt:
+    index: int
+    spec: OptSpec
+    optimizer: nn.Optimizer
+    params: List[Parameter]
+    groups: List[_TermGroup]
+    reducer: Any = None
+
+
+@dataclass
+class _Pass:
+    """One vjp: the terms whose sensitivities it sums, the weights it differentiates."""
+    terms: List[GradSpec]
+    weights: "OrderedDict[int, Parameter]" = field(default_factory=OrderedDict)
+    input_grads: Tuple[Any, ...] = ()
+    weight_grads: Dict[int, Any] = field(default_factory=dict)
+
+
+def _as_tuple(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def _to_tensor(value: Any, what: str) -> Tensor:
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (np.ndarray, np.generic, int, float, bool, list)):
+        return Tensor(np.asarray(value))
+    raise TypeError(f"{what}: expected a mindspore.Tensor or numpy array, got {type(value).__name__}")
+
+
+def _sens_key(terms: Sequence[GradSpec]) -> tuple:
+    """Identity of a summed sensitivity: the multiset of (output, sens) of its terms."""
+    return tuple(sorted(((t.output, repr(t.sens)) for t in terms)))
+
+
+def _matches(filters: Sequence[str], names: Sequence[str]) -> bool:
+    return any(f in n for f in filters for n in names)
+
+
+class FLModel:
+    """One party's trainer, driven by its yaml description (SPEC §2.2).
+
+    Args:
+        yaml_data: the party's FLYamlData.
+        network: training Cell; its outputs map in order to ``train_net.outputs`` and its
+            ``construct`` arguments to ``train_net.inputs``.
+        loss_fn: if given, the network is trained as ``nn.WithLossCell(network, loss_fn)``.
+        optimizers: None (build one optimizer per ``opts`` entry from yaml), a single user
+            optimizer (called once per step for all entries), or a list matched to ``opts`` by
+            position (a ``None`` element means "build this one from yaml"). User optimizers are
+            called as ``opt(*inputs_in_yaml_order, sens=sens)``.
+        metrics: object with ``update(*eval_outputs, gt)``, or a dict/list of them.
+        eval_network: Cell for ``eval_one_step``; defaults to ``network``.
+    """
+
+    def __init__(self, yaml_data: FLYamlData, network: nn.Cell, loss_fn: Optional[nn.Cell] = None,
+                 optimizers: Any = None, metrics: Any = None,
+                 eval_network: Optional[nn.Cell] = None) -> None:
+        if not isinstance(yaml_data, FLYamlData):
+            raise TypeError(f"yaml_data: expected FLYamlData, got {type(yaml_data).__name__}")
+        if not isinstance(network, nn.Cell):
+            raise TypeError(f"network: expected a mindspore.nn.Cell, got {type(network).__name__}")
+        self._yaml = yaml_data
+        self._network = network
+        self._train_net = nn.WithLossCell(network, loss_fn) if loss_fn is not None else network
+        self._eval_net = eval_network if eval_network is not None else network
+        self._metrics = metrics
+        self.global_step: int = 0
+
+        self._named_trainable: List[Tuple[str, Parameter]] = [
+            (name, p) for name, p in self._train_net.parameters_and_names() if p.requires_grad]
+        self._check_param_filters()
+        self._user_opts, self._built_opts = self._setup_optimizers(optimizers)
+        if self._user_opts:
+            for opt in self._user_opts:
+                if not isinstance(opt, nn.Cell):
+                    logger.warning("user optimizer %s is not an nn.Cell: its state is not saved in "
+                                   "checkpoints", type(opt).__name__)
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def yaml_data(self) -> FLYamlData:
+        return self._yaml
+
+    @property
+    def train_network(self) -> nn.Cell:
+        return self._train_net
+
+    @property
+    def eval_network(self) -> nn.Cell:
+        return self._eval_net
+
+    @property
+    def optimizers(self) -> List[Any]:
+        """The optimizers in use: yaml-built ones in ``opts`` order, then user ones."""
+        return [b.optimizer for b in self._built_opts] + list(self._user_opts)
+
+    def _filter_params(self, filters: Sequence[str], candidates: List[Tuple[str, Parameter]],
+                       path: str) -> List[Tuple[str, Parameter]]:
+        if not filters:
+            return list(candidates)
+        for j, flt in enumerate(filters):
+            if not any(flt in name or flt in p.name for name, p in candidates):
+                shown = ", ".join(p.name for _, p in candidates[:8])
+                more = f", ... ({len(candidates)} in all)" if len(candidates) > 8 else ""
+                raise ValueError(f"{path}[{j}].name: {flt!r} matches no trainable parameter of "
+                                 f"train_net {self._yaml.train_net.name!r} (parameters: "
+                                 f"{shown or 'none'}{more})")
+        return [(n, p) for n, p in candidates if _matches(filters, (n, p.name))]
+
+    def _check_param_filters(self) -> None:
+        """Every params filter must match something, user optimizer or not (SPEC §2.1)."""
+        for i, spec in enumerate(self._yaml.opts):
+            own = self._filter_params(spec.params, self._named_trainable, f"opts[{i}].params")
+            for j, term in enumerate(spec.grads):
+                self._filter_params(term.params, own, f"opts[{i}].grads[{j}].params")
+
+    def _setup_optimizers(self, optimizers: Any) -> Tuple[List[Any], List[_BuiltOpt]]:
+        specs = self._yaml.opts
+        if optimizers is None:
+            slots: List[Any] = [None] * len(specs)
+        elif isinstance(optimizers, (list, tuple)):
+            if len(optimizers) != len(specs):
+                raise ValueError(
+                    f"optimizers: got a list of {len(optimizers)} but the yaml declares "
+                    f"{len(specs)} opts entries ({', '.join(s.type for s in specs) or 'none'}); "
+                    f"a list is matched to opts by position")
+            slots = list(optimizers)
+        else:
+            if not callable(optimizers):
+                raise TypeError(f"optimizers: expected a callable optimizer or a list, got "
+                                f"{type(optimizers).__name__}")
+            return [optimizers], []
+        user, built = [], []
+        for i, (spec, given) in enumerate(zip(specs, slots)):
+            if given is None:
+                built.append(self._build_optimizer(i, spec))
+            elif not callable(given):
+                raise TypeError(f"optimizers[{i}] (for opts[{i}] {spec.type!r}): expected a "
+                                f"callable, got {type(given).__name__}")
+            else:
+                user.append(given)
+        return user, built
+
+    def _build_optimizer(self, index: int, spec: OptSpec) -> _BuiltOpt:
+        path = f"opts[{index}]"
+        cls = getattr(nn, spec.type, None)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Optimizer)):
+            raise ValueError(f"{path}.type: {spec.type!r} is not an optimizer class of mindspore.nn "
+                             f"and no user optimizer was given for it (pass one via "
+                             f"FLModel(optimizers=...))")
+        named = self._filter_params(spec.params, self._named_trainable, f"{path}.params")
+        params = [p for _, p in named]
+        try:
+            optimizer = cls(params, **spec.hyper_parameters)
+        except (TypeError, ValueError, KeyError) as err:
+            raise ValueError(f"{path}.hyper_parameters: nn.{spec.type}({spec.hyper_parameters}) "
+                             f"failed: {err}") from err
+        groups: Dict[tuple, _TermGroup] = OrderedDict()
+        for j, term in enumerate(spec.grads):
+            key = tuple(term.params)
+            if key not in groups:
+                sub = self._filter_params(term.params, named, f"{path}.grads[{j}].params")
+                groups[key] = _TermGroup(terms=[], params=[p for _, p in sub])
+            groups[key].terms.append(term)
+        return _BuiltOpt(index=index, spec=spec, optimizer=optimizer, params=params,
+                         groups=list(groups.values()), reducer=self._make_reducer(optimizer))
+
+    @staticmethod
+    def _make_reducer(optimizer: nn.Optimizer) -> Any:
+        """Under DATA_PARALLEL, all-reduce gradients across replicas before applying them."""
+        mode = ms.get_auto_parallel_context("parallel_mode")
+        if mode != ms.ParallelMode.DATA_PARALLEL:
+            return None
+        from mindspore import communication  # pylint: disable=import-outside-toplevel
+        # the reducer crashes the process (not an exception) if communication is not initialised
+        if not communication.GlobalComm.INITED:
+            raise RuntimeError("parallel_mode is DATA_PARALLEL but distributed communication is "
+                               "not initialised; call mindspore.communication.init() before "
+                               "building FLModel")
+        degree = communication.get_group_size()
+        mean = ms.get_auto_parallel_context("gradients_mean")
+        logger.info("DATA_PARALLEL: gradients of %s reduced over %d devices (mean=%s)",
+                    type(optimizer).__name__, degree, mean)
+        return nn.DistributedGradReducer(optimizer.parameters, mean, degree,
+                                         group=communication.GlobalComm.WORLD_COMM_GROUP)
+
+    # ----------------------------------------------------------------- inputs
+    def _gather(self, net: NetSpec, which: str, local_data_batch: Optional[Mapping[str, Any]],
+                remote_data_batch: Optional[Mapping[str, Any]]) -> Tuple[List[Tensor], Dict]:
+        batch: Dict[str, Any] = {}
+        for arg, given in (("local_data_batch", local_data_batch),
+                           ("remote_data_batch", remote_data_batch)):
+            if given is None:
+                continue
+            if not isinstance(given, Mapping):
+                raise TypeError(f"{arg}: expected a dict of name -> Tensor, "
+                                f"got {type(given).__name__}")
+            batch.update(given)
+        values = []
+        for item in net.inputs:
+            if item.name not in batch:
+                raise ValueError(
+                    f"missing input data {item.name!r} ({which} {net.name!r} of the "
+                    f"{self._yaml.role} party; given: {', '.join(map(str, batch)) or 'nothing'})")
+            values.append(_to_tensor(batch[item.name], f"input {item.name!r}"))
+        return values, batch
+
+    def _name_outputs(self, outputs: Any, net: NetSpec, which: str) -> "OrderedDict[str, Tensor]":
+        outs = _as_tuple(outputs)
+        if len(outs) != len(net.outputs):
+            raise ValueError(f"{which} {net.name!r} returned {len(outs)} outputs but the yaml lists "
+                             f"{len(net.outputs)} ({', '.join(net.output_names)})")
+        return OrderedDict(zip(net.output_names, outs))
+
+    # ---------------------------------------------------------------- forward
+    def forward_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
+                         remote_data_batch: Optional[Mapping[str, Any]] = None
+                         ) -> "OrderedDict[str, Tensor]":
+        """Run the train net; returns its outputs by yaml name."""
+        inputs, _ = self._gather(self._yaml.train_net, "train_net", local_data_batch,
+                                 remote_data_batch)
+        return self._name_outputs(self._train_net(*inputs), self._yaml.train_net, "train_net")
+
+    # --------------------------------------------------------------- backward
+    def _term_sens(self, term: GradSpec, out: Tensor, sens: SensDict) -> Tensor:
+        if term.sens is None:
+            return ops.ones_like(out)
+        if isinstance(term.sens, float):
+            return ops.full_like(out, term.sens)
+        tag = term.sens
+        if tag not in sens:
+            raise ValueError(f"{term.path}.sens: tag {tag!r} not in the received sens dict "
+                             f"(tags: {', '.join(map(str, sens)) or 'none'})")
+        inner = sens[tag]
+        if not isinstance(inner, Mapping) or term.output not in inner:
+            keys = ", ".join(map(str, inner)) if isinstance(inner, Mapping) else type(inner).__name__
+            raise ValueError(f"{term.path}.sens: sens[{tag!r}] has no tensor for output "
+                             f"{term.output!r} (has: {keys})")
+        value = _to_tensor(inner[term.output], f"sens[{tag!r}][{term.output!r}]")
+        if tuple(value.shape) != tuple(out.shape):
+            raise ValueError(f"{term.path}.sens: sens[{tag!r}][{term.output!r}] has shape "
+                             f"{tuple(value.shape)}, output {term.output!r} has {tuple(out.shape)}")
+        if value.dtype != out.dtype:
+            value = value.astype(out.dtype)
+        return value
+
+    def _run_pass(self, pas: _Pass, inputs: List[Tensor], sens: SensDict) -> None:
+        weights = list(pas.weights.values())
+        if weights:
+            outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
+        else:
+            outputs, vjp_fn = ms.vjp(self._train_net, *inputs)
+        outs = _as_tuple(outputs)
+        net = self._yaml.train_net
+        if len(outs) != len(net.outputs):
+            raise ValueError(f"train_net {net.name!r} returned {len(outs)} outputs but the yaml "
+                             f"lists {len(net.outputs)} ({', '.join(net.output_names)})")
+        index = {name: i for i, name in enumerate(net.output_names)}
+        sens_list: List[Any] = [None] * len(outs)
+        for term in pas.terms:
+            i = index[term.output]
+            value = self._term_sens(term, outs[i], sens)
+            sens_list[i] = value if sens_list[i] is None else sens_list[i] + value
+        sens_list = [ops.zeros_like(o) if s is None else s for s, o in zip(sens_list, outs)]
+        grads = vjp_fn(tuple(sens_list) if isinstance(outputs, (tuple, list)) else sens_list[0])
+        if weights:
+            input_grads, weight_grads = grads
+            pas.weight_grads = {id(p): g for p, g in zip(weights, _as_tuple(weight_grads))}
+        else:
+            input_grads = grads
+        # integer/bool data (token ids, masks) has no gradient, even when passed through
+        pas.input_grads = tuple(g if ops.is_floating_point(x) else ops.zeros_like(x)
+                                for g, x in zip(_as_tuple(input_grads), inputs))
+
+    def backward_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
+                          remote_data_batch: Optional[Mapping[str, Any]] = None,
+                          sens: Optional[SensDict] = None
+                          ) -> Dict[str, "OrderedDict[str, Tensor]"]:
+        """Compute the grads to send to the peer, update parameters, advance global_step.
+
+        Returns ``{scaler_output_name: OrderedDict(input_name -> grad)}``. Inputs without a
+        gradient (integer/bool data such as token ids and masks) get zeros of their own dtype.
+        """
+        inputs, _ = self._gather(self._yaml.train_net, "train_net", local_data_batch,
+                                 remote_data_batch)
+        received: SensDict = sens if sens is not None else {}
+        if not isinstance(received, Mapping):
+            raise TypeError(f"sens: expected a dict tag -> {{output_name: Tensor}}, "
+                            f"got {type(received).__name__}")
+
+        passes: "OrderedDict[tuple, _Pass]" = OrderedDict()
+        scaler_keys = []
+        for scaler in self._yaml.grad_scalers:
+            key = _sens_key([scaler])
+            passes.setdefault(key, _Pass(terms=[scaler]))
+            scaler_keys.append(key)
+        group_keys: List[List[tuple]] = []
+        for built in self._built_opts:
+            keys = []
+            for group in built.groups:
+                key = _sens_key(group.terms)
+                pas = passes.setdefault(key, _Pass(terms=list(group.terms)))
+                for p in group.params:
+                    pas.weights.setdefault(id(p), p)
+                keys.append(key)
+            group_keys.append(keys)
+        for pas in passes.values():
+            self._run_pass(pas, inputs, received)
+
+        result: Dict[str, "OrderedDict[str, Tensor]"] = OrderedDict()
+        positions = {name: i for i, name in enumerate(self._yaml.train_net.input_names)}
+        for scaler, key in zip(self._yaml.grad_scalers, scaler_keys):
+            grads = passes[key].input_grads
+            result[scaler.output] = OrderedDict(
+                (name, grads[positions[name]]) for name in scaler.inputs)
+
+        for built, keys in zip(self._built_opts, group_keys):
+            self._apply_built(built, [passes[k] for k in keys])
+        for opt in self._user_opts:
+            opt(*inputs, sens=sens)
+        self.global_step += 1
+        return result
+
+    @staticmethod
+    def _apply_built(built: _BuiltOpt, group_passes: List[_Pass]) -> None:
+        """Parameter gradient = sum over its groups' terms; then reduce (if parallel) and apply."""
+        total: Dict[int, Any] = {}
+        for group, pas in zip(built.groups, group_passes):
+            for p in group.params:
+                grad = pas.weight_grads[id(p)]
+                total[id(p)] = grad if id(p) not in total else total[id(p)] + grad
+        grads = tuple(total[id(p)] if id(p) in total else ops.zeros_like(p)
+                      for p in built.optimizer.parameters)
+        if built.reducer is not None:
+            grads = built.reducer(grads)
+        built.optimizer(grads)
+
+    # ------------------------------------------------------------------- eval
+    def eval_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
+                      remote_data_batch: Optional[Mapping[str, Any]] = None
+                      ) -> "OrderedDict[str, Tensor]":
+        """Run the eval net, feed ``metrics`` (outputs then the ``gt`` tensor), return outputs."""
+        net = self._yaml.eval_net
+        inputs, batch = self._gather(net, "eval_net", local_data_batch, remote_data_batch)
+        named = self._name_outputs(self._eval_net(*inputs), net, "eval_net")
+        if self._metrics is not None:
+            args = list(named.values())
+            if net.gt is not None:
+                if net.gt not in batch:
+                    raise ValueError(f"missing input data {net.gt!r} (model.eval_net.gt of "
+                                     f"{net.name!r}; given: {', '.join(map(str, batch))})")
+                args.append(_to_tensor(batch[net.gt], f"gt {net.gt!r}"))
+            metrics = self._metrics
+            if isinstance(metrics, Mapping):
+                metrics = list(metrics.values())
+            for metric in (metrics if isinstance(metrics, (list, tuple)) else [metrics]):
+                metric.update(*args)
+        return named
+
+    # ------------------------------------------------------------ checkpoints
+    def _state(self) -> "OrderedDict[str, Parameter]":
+        """Everything a resumed run needs: weights, optimizer state, user optimizer cells."""
+        state: "OrderedDict[str, Parameter]" = OrderedDict()
+        seen = set()
+        for name, p in self._network.parameters_and_names():
+            state[name] = p
+            seen.add(id(p))
+        for name, p in self._train_net.parameters_and_names():
+            if id(p) not in seen:
+                state[f"loss_fn.{name}"] = p
+                seen.add(id(p))
+        owners = [(f"opts.{b.index}", b.optimizer) for b in self._built_opts]
+        owners += [(f"user_opts.{j}", o) for j, o in enumerate(self._user_opts)
+                   if isinstance(o, nn.Cell)]
+        for prefix, cell in owners:
+            for name, p in cell.parameters_and_names():
+                if id(p) not in seen:
+                    state[f"{prefix}.{name}"] = p
+                    seen.add(id(p))
+        if _GLOBAL_STEP_KEY in state:
+            raise ValueError(f"network parameter named {_GLOBAL_STEP_KEY!r} clashes with the "
+                             f"checkpoint's step counter; rename the parameter")
+        return state
+
+    def save_ckpt(self, path: Optional[str] = None) -> str:
+        """Write ``<train_net.name>_step_<global_step>.ckpt`` under ``path`` (or yaml ckpt_path)."""
+        directory = path if path is not None else self._yaml.ckpt_path
+        os.makedirs(directory, exist_ok=True)
+        file = os.path.join(directory, f"{self._yaml.train_net.name}_step_{self.global_step}.ckpt")
+        entries = [{"name": name, "data": p} for name, p in self._state().items()]
+        ms.save_checkpoint(entries, file, append_dict={_GLOBAL_STEP_KEY: self.global_step})
+        logger.info("saved checkpoint %s (%d tensors)", file, len(entries))
+        return file
+
+    def _resolve_ckpt(self, path: str) -> str:
+        if os.path.isfile(path):
+            return path
+        prefix = self._yaml.train_net.name
+        if os.path.isdir(path):
+            pattern = re.compile(rf"^{re.escape(prefix)}_step_(\d+)\.ckpt$")
+            found = [(int(m.group(1)), name) for name in os.listdir(path)
+                     for m in [pattern.match(name)] if m]
+            if not found:
+                raise FileNotFoundError(f"no checkpoint '{prefix}_step_<n>.ckpt' in directory "
+                                        f"{path!r}")
+            return os.path.join(path, max(found)[1])
+        raise FileNotFoundError(f"checkpoint file or directory not found: {path!r}")
+
+    @staticmethod
+    def _assign(param: Parameter, value: Any, name: str, file: str) -> None:
+        if tuple(value.shape) != tuple(param.shape):
+            raise ValueError(f"{file}: {name!r} has shape {tuple(value.shape)}, the model expects "
+                             f"{tuple(param.shape)}")
+        data = Tensor(value)
+        if data.dtype != param.dtype:
+            data = data.astype(param.dtype)
+        param.set_data(data)
+
+    def load_ckpt(self, phrase: str = "train", path: Optional[str] = None) -> str:
+        """Load a checkpoint file, or the newest one (highest step) of a directory.
+
+        ``'train'`` restores weights, optimizer state and ``global_step`` (all must be present);
+        ``'eval'`` loads the weights into the eval network. Returns the file loaded.
+        """
+        if phrase not in ("train", "eval"):
+            raise ValueError(f"phrase: expected 'train' or 'eval', got {phrase!r}")
+        file = self._resolve_ckpt(path if path is not None else self._yaml.ckpt_path)
+        data = ms.load_checkpoint(file)
+        if phrase == "train":
+            state = self._state()
+            missing = [name for name in list(state) + [_GLOBAL_STEP_KEY] if name not in data]
+            if missing:
+                raise ValueError(f"{file}: checkpoint lacks {len(missing)} entries needed to resume "
+                                 f"training, e.g. {', '.join(missing[:5])}")
+            for name, p in state.items():
+                self._assign(p, data[name], name, file)
+            self.global_step = int(np.asarray(data[_GLOBAL_STEP_KEY].asnumpy()).reshape(-1)[0])
+        else:
+            self._load_eval(data, file)
+        logger.info("loaded checkpoint %s (%s, global_step %d)", file, phrase, self.global_step)
+        return file
+
+    def _load_eval(self, data: Mapping[str, Any], file: str) -> None:
+        loaded, missing = 0, []
+        for name, p in self._eval_net.parameters_and_names():
+            key = name if name in data else (p.name if p.name in data else None)
+            if key is None:
+                missing.append(name)
+                continue
+            self._assign(p, data[key], key, file)
+            loaded += 1
+        if missing and not loaded:
+            raise ValueError(f"{file}: none of the eval network's parameters are in the checkpoint "
+                             f"(e.g. {', '.join(missing[:5])})")
+        if missing:
+            logger.warning("%s: %d eval network parameters not in the checkpoint: %s", file,
+                           len(missing), ", ".join(missing[:10]))
+
+    # ------------------------------------------------------------ compression
+    def get_compress_configs(self) -> Dict[str, Any]:
+        """``{tensor_name: CompressConfig}`` for yaml items declaring ``compress_type``.
+
+        A config on a ``source: remote`` input is keyed by that input's name: it applies to the
+        gradient sent back for it.
+        """
+        from mindspore_federated.communication.compression import (  # pylint: disable=import-outside-toplevel
+            CompressConfig)
+        configs = {}
+        for name, conf in self._yaml.compress_configs.items():
+            if conf["bit_num"] is None:
+                configs[name] = CompressConfig(conf["compress_type"])
+            else:
+                configs[name] = CompressConfig(conf["compress_type"], conf["bit_num"])
+        return configs
