@@ -1,0 +1,1 @@
+"""PanGu-alpha example sources (model, tokenizer, data pipeline)."""
