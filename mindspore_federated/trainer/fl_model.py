@@ -7,8 +7,11 @@ Gradients are vector-Jacobian products. A term's parameter gradient is linear in
 sensitivity, so all terms of one optimizer are computed with a single vjp whose sensitivity on
 each network output is the sum of the sensitivities of the terms on that output (zeros for
 outputs without a term). Passes that need the same sensitivities (typically a grad scaler and
-the optimizer on the same output with the same sens) share one vjp, so a party usually does one
-forward and one backward per step.
+the optimizer on the same output with the same sens) share one vjp.
+
+In PyNative mode ``forward_one_step`` records the autodiff tape and ``backward_one_step`` reuses
+it when it is given the same input tensors, so a party runs one forward and one backward per
+step, like centralised training, and the backward sees the forward's own dropout masks.
 """
 import logging
 import os
@@ -38,12 +41,30 @@ class _TermGroup:
 
 @dataclass
 class _BuiltOpt:
+    """An optimizer fed with gradients computed by FLModel (yaml-built, or a user one that
+    takes gradients: an ``nn.Optimizer`` or an object with ``apply_gradients``)."""
     index: int
     spec: OptSpec
-    optimizer: nn.Optimizer
+    optimizer: Any
     params: List[Parameter]
     groups: List[_TermGroup]
     reducer: Any = None
+    user_given: bool = False
+
+    def apply(self, grads: tuple) -> None:
+        if hasattr(self.optimizer, "apply_gradients") and not isinstance(self.optimizer, nn.Optimizer):
+            self.optimizer.apply_gradients(grads)
+        else:
+            self.optimizer(grads)
+
+
+@dataclass
+class _ForwardTape:
+    """The autodiff tape of the last forward_one_step, kept for the next backward."""
+    values: Tuple[Any, ...]
+    weights: List[Parameter]
+    vjp_fn: Any
+    outputs: Any
 
 
 @dataclass
@@ -76,6 +97,13 @@ def _matches(filters: Sequence[str], names: Sequence[str]) -> bool:
     return any(f in n for f in filters for n in names)
 
 
+def _takes_gradients(optimizer: Any) -> bool:
+    """Whether FLModel should differentiate for this user optimizer and hand it the gradients."""
+    if isinstance(optimizer, nn.Optimizer):
+        return True
+    return callable(getattr(optimizer, "apply_gradients", None)) and hasattr(optimizer, "parameters")
+
+
 class FLModel:
     """One party's trainer, driven by its yaml description (SPEC §2.2).
 
@@ -87,7 +115,11 @@ class FLModel:
         optimizers: None (build one optimizer per ``opts`` entry from yaml), a single user
             optimizer (called once per step for all entries), or a list matched to ``opts`` by
             position (a ``None`` element means "build this one from yaml"). User optimizers are
-            called as ``opt(*inputs_in_yaml_order, sens=sens)``.
+            called as ``opt(*inputs_in_yaml_order, sens=sens)``, except those that take
+            gradients (an ``nn.Optimizer``, or an object with ``parameters`` and
+            ``apply_gradients(grads)``): for those FLModel computes the gradient of their
+            ``parameters`` from the matching ``opts`` entry, sharing backward passes with the
+            grad scalers, and calls ``opt(grads)`` / ``opt.apply_gradients(grads)``.
         metrics: object with ``update(*eval_outputs, gt)``, or a dict/list of them.
         eval_network: Cell for ``eval_one_step``; defaults to ``network``.
     """
@@ -105,16 +137,17 @@ class FLModel:
         self._eval_net = eval_network if eval_network is not None else network
         self._metrics = metrics
         self.global_step: int = 0
+        self._tape: Optional[_ForwardTape] = None
 
         self._named_trainable: List[Tuple[str, Parameter]] = [
             (name, p) for name, p in self._train_net.parameters_and_names() if p.requires_grad]
         self._check_param_filters()
         self._user_opts, self._built_opts = self._setup_optimizers(optimizers)
-        if self._user_opts:
-            for opt in self._user_opts:
-                if not isinstance(opt, nn.Cell):
-                    logger.warning("user optimizer %s is not an nn.Cell: its state is not saved in "
-                                   "checkpoints", type(opt).__name__)
+        user_given = list(self._user_opts) + [b.optimizer for b in self._built_opts if b.user_given]
+        for opt in user_given:
+            if not isinstance(opt, nn.Cell):
+                logger.warning("user optimizer %s is not an nn.Cell: its state is not saved in "
+                               "checkpoints", type(opt).__name__)
 
     # ------------------------------------------------------------------ setup
     @property
@@ -166,14 +199,21 @@ class FLModel:
                     f"a list is matched to opts by position")
             slots = list(optimizers)
         else:
-            if not callable(optimizers):
+            if not callable(optimizers) and not _takes_gradients(optimizers):
                 raise TypeError(f"optimizers: expected a callable optimizer or a list, got "
                                 f"{type(optimizers).__name__}")
-            return [optimizers], []
+            if not _takes_gradients(optimizers):
+                return [optimizers], []
+            if len(specs) != 1:
+                raise ValueError(f"optimizers: a single optimizer that takes gradients serves one "
+                                 f"opts entry, the yaml declares {len(specs)}; pass a list")
+            slots = [optimizers]
         user, built = [], []
         for i, (spec, given) in enumerate(zip(specs, slots)):
             if given is None:
                 built.append(self._build_optimizer(i, spec))
+            elif _takes_gradients(given):
+                built.append(self._wrap_optimizer(i, spec, given))
             elif not callable(given):
                 raise TypeError(f"optimizers[{i}] (for opts[{i}] {spec.type!r}): expected a "
                                 f"callable, got {type(given).__name__}")
@@ -195,6 +235,26 @@ class FLModel:
         except (TypeError, ValueError, KeyError) as err:
             raise ValueError(f"{path}.hyper_parameters: nn.{spec.type}({spec.hyper_parameters}) "
                              f"failed: {err}") from err
+        return _BuiltOpt(index=index, spec=spec, optimizer=optimizer, params=params,
+                         groups=self._term_groups(spec, named, path),
+                         reducer=self._make_reducer(optimizer))
+
+    def _wrap_optimizer(self, index: int, spec: OptSpec, optimizer: Any) -> _BuiltOpt:
+        """A user optimizer that takes gradients: FLModel differentiates for its parameters."""
+        path = f"optimizers[{index}] (for opts[{index}] {spec.type!r})"
+        params = list(optimizer.parameters)
+        own = {id(p) for _, p in self._named_trainable}
+        foreign = [p.name for p in params if id(p) not in own]
+        if foreign:
+            raise ValueError(f"{path}: updates parameters that are not trainable parameters of "
+                             f"train_net {self._yaml.train_net.name!r}: {', '.join(foreign[:5])}")
+        named = [(n, p) for n, p in self._named_trainable if id(p) in {id(q) for q in params}]
+        return _BuiltOpt(index=index, spec=spec, optimizer=optimizer, params=params,
+                         groups=self._term_groups(spec, named, f"opts[{index}]"),
+                         reducer=self._make_reducer(optimizer), user_given=True)
+
+    def _term_groups(self, spec: OptSpec, named: List[Tuple[str, Parameter]],
+                     path: str) -> List[_TermGroup]:
         groups: Dict[tuple, _TermGroup] = OrderedDict()
         for j, term in enumerate(spec.grads):
             key = tuple(term.params)
@@ -202,11 +262,10 @@ class FLModel:
                 sub = self._filter_params(term.params, named, f"{path}.grads[{j}].params")
                 groups[key] = _TermGroup(terms=[], params=[p for _, p in sub])
             groups[key].terms.append(term)
-        return _BuiltOpt(index=index, spec=spec, optimizer=optimizer, params=params,
-                         groups=list(groups.values()), reducer=self._make_reducer(optimizer))
+        return list(groups.values())
 
     @staticmethod
-    def _make_reducer(optimizer: nn.Optimizer) -> Any:
+    def _make_reducer(optimizer: Any) -> Any:
         """Under DATA_PARALLEL, all-reduce gradients across replicas before applying them."""
         mode = ms.get_auto_parallel_context("parallel_mode")
         if mode != ms.ParallelMode.DATA_PARALLEL:
@@ -227,6 +286,7 @@ class FLModel:
     # ----------------------------------------------------------------- inputs
     def _gather(self, net: NetSpec, which: str, local_data_batch: Optional[Mapping[str, Any]],
                 remote_data_batch: Optional[Mapping[str, Any]]) -> Tuple[List[Tensor], Dict]:
+        """Inputs in yaml order (as Tensors) and the merged batch."""
         batch: Dict[str, Any] = {}
         for arg, given in (("local_data_batch", local_data_batch),
                            ("remote_data_batch", remote_data_batch)):
@@ -257,9 +317,51 @@ class FLModel:
                          remote_data_batch: Optional[Mapping[str, Any]] = None
                          ) -> "OrderedDict[str, Tensor]":
         """Run the train net; returns its outputs by yaml name."""
-        inputs, _ = self._gather(self._yaml.train_net, "train_net", local_data_batch,
-                                 remote_data_batch)
-        return self._name_outputs(self._train_net(*inputs), self._yaml.train_net, "train_net")
+        net = self._yaml.train_net
+        inputs, batch = self._gather(net, "train_net", local_data_batch, remote_data_batch)
+        self._tape = None
+        if not self._records_tape():
+            return self._name_outputs(self._train_net(*inputs), net, "train_net")
+        weights = self._all_weights()
+        if weights:
+            outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
+        else:
+            outputs, vjp_fn = ms.vjp(self._train_net, *inputs)
+        named = self._name_outputs(outputs, net, "train_net")
+        # A Parameter returned as an output (a tied table) must not reach the peer's autodiff
+        # as the Parameter itself: recording it there would corrupt this party's pending tape.
+        for name, value in named.items():
+            if isinstance(value, Parameter):
+                named[name] = Tensor(value.asnumpy().copy())
+        self._tape = _ForwardTape(values=tuple(batch[item.name] for item in net.inputs),
+                                  weights=weights, vjp_fn=vjp_fn, outputs=outputs)
+        return named
+
+    def _records_tape(self) -> bool:
+        """Keep the forward's tape only where backward can reuse it (PyNative, FLModel grads)."""
+        if ms.get_context("mode") != ms.PYNATIVE_MODE:
+            return False
+        return bool(self._yaml.grad_scalers) or bool(self._built_opts)
+
+    def _all_weights(self) -> List[Parameter]:
+        seen: "OrderedDict[int, Parameter]" = OrderedDict()
+        for built in self._built_opts:
+            for group in built.groups:
+                for p in group.params:
+                    seen.setdefault(id(p), p)
+        return list(seen.values())
+
+    def _take_tape(self, batch: Mapping[str, Any]) -> Optional[_ForwardTape]:
+        """The recorded tape if backward got the very tensors the forward ran on."""
+        tape, self._tape = self._tape, None
+        if tape is None:
+            return None
+        values = tuple(batch.get(item.name) for item in self._yaml.train_net.inputs)
+        if len(values) == len(tape.values) and all(a is b for a, b in zip(values, tape.values)):
+            return tape
+        logger.debug("backward_one_step got other input tensors than forward_one_step: "
+                     "recomputing the forward pass")
+        return None
 
     # --------------------------------------------------------------- backward
     def _term_sens(self, term: GradSpec, out: Tensor, sens: SensDict) -> Tensor:
@@ -284,12 +386,16 @@ class FLModel:
             value = value.astype(out.dtype)
         return value
 
-    def _run_pass(self, pas: _Pass, inputs: List[Tensor], sens: SensDict) -> None:
-        weights = list(pas.weights.values())
-        if weights:
-            outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
+    def _run_pass(self, pas: _Pass, inputs: List[Tensor], sens: SensDict,
+                  tape: Optional[_ForwardTape] = None) -> None:
+        if tape is not None:  # differentiates all weights; this pass keeps those it needs
+            weights, outputs, vjp_fn = tape.weights, tape.outputs, tape.vjp_fn
         else:
-            outputs, vjp_fn = ms.vjp(self._train_net, *inputs)
+            weights = list(pas.weights.values())
+            if weights:
+                outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
+            else:
+                outputs, vjp_fn = ms.vjp(self._train_net, *inputs)
         outs = _as_tuple(outputs)
         net = self._yaml.train_net
         if len(outs) != len(net.outputs):
@@ -321,8 +427,9 @@ class FLModel:
         Returns ``{scaler_output_name: OrderedDict(input_name -> grad)}``. Inputs without a
         gradient (integer/bool data such as token ids and masks) get zeros of their own dtype.
         """
-        inputs, _ = self._gather(self._yaml.train_net, "train_net", local_data_batch,
-                                 remote_data_batch)
+        inputs, batch = self._gather(self._yaml.train_net, "train_net", local_data_batch,
+                                     remote_data_batch)
+        tape = self._take_tape(batch)
         received: SensDict = sens if sens is not None else {}
         if not isinstance(received, Mapping):
             raise TypeError(f"sens: expected a dict tag -> {{output_name: Tensor}}, "
@@ -344,8 +451,11 @@ class FLModel:
                     pas.weights.setdefault(id(p), p)
                 keys.append(key)
             group_keys.append(keys)
+        # The tape serves one backward pass (a second one recomputes the forward): give it to
+        # the pass with the most weights, which is the most expensive one to recompute.
+        tape_pass = max(passes.values(), key=lambda p: len(p.weights), default=None)
         for pas in passes.values():
-            self._run_pass(pas, inputs, received)
+            self._run_pass(pas, inputs, received, tape if pas is tape_pass else None)
 
         result: Dict[str, "OrderedDict[str, Tensor]"] = OrderedDict()
         positions = {name: i for i, name in enumerate(self._yaml.train_net.input_names)}
@@ -373,7 +483,7 @@ class FLModel:
                       for p in built.optimizer.parameters)
         if built.reducer is not None:
             grads = built.reducer(grads)
-        built.optimizer(grads)
+        built.apply(grads)
 
     # ------------------------------------------------------------------- eval
     def eval_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
@@ -412,6 +522,7 @@ class FLModel:
         owners = [(f"opts.{b.index}", b.optimizer) for b in self._built_opts]
         owners += [(f"user_opts.{j}", o) for j, o in enumerate(self._user_opts)
                    if isinstance(o, nn.Cell)]
+        owners = [(prefix, cell) for prefix, cell in owners if isinstance(cell, nn.Cell)]
         for prefix, cell in owners:
             for name, p in cell.parameters_and_names():
                 if id(p) not in seen:
