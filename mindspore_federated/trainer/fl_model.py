@@ -29,6 +29,11 @@ from mindspore_federated.config.yaml_data import FLYamlData, GradSpec, NetSpec, 
 logger = logging.getLogger(__name__)
 
 _GLOBAL_STEP_KEY = "global_step"
+# MindSpore's PyNative tapes must be consumed last-in, first-out: differentiating a tape while
+# a later one is still pending fails ("Can not find top cell for backward"). The local split run
+# is naturally LIFO (embedding, backbone, head forward; head, backbone, embedding backward);
+# any other order falls back to recomputing the forward.
+_PENDING_TAPES: List["_ForwardTape"] = []
 SensDict = Mapping[str, Mapping[str, Any]]
 
 
@@ -58,7 +63,7 @@ class _BuiltOpt:
             self.optimizer(grads)
 
 
-@dataclass
+@dataclass(eq=False)  # identity semantics: fields hold tensors
 class _ForwardTape:
     """The autodiff tape of the last forward_one_step, kept for the next backward."""
     values: Tuple[Any, ...]
@@ -138,6 +143,8 @@ class FLModel:
         self._metrics = metrics
         self.global_step: int = 0
         self._tape: Optional[_ForwardTape] = None
+        self._embedding_dp, self._label_dp = self._setup_privacy()
+        self._noisy_labels: Optional[Tuple[Any, Tensor]] = None
 
         self._named_trainable: List[Tuple[str, Parameter]] = [
             (name, p) for name, p in self._train_net.parameters_and_names() if p.requires_grad]
@@ -150,6 +157,28 @@ class FLModel:
                                "checkpoints", type(opt).__name__)
 
     # ------------------------------------------------------------------ setup
+    def _setup_privacy(self) -> Tuple[Any, Any]:
+        """EmbeddingDP on the float activations this party sends; LabelDP on its labels."""
+        from mindspore_federated.privacy import EmbeddingDP, LabelDP, check_compatible  # pylint: disable=import-outside-toplevel
+        yaml_data = self._yaml
+        embedding_dp = label_dp = None
+        if yaml_data.use_embedding_dp:
+            compress = yaml_data.compress_configs
+            for item in yaml_data.train_net.outputs:
+                if item.destination == "remote":
+                    check_compatible(item.name, True, compress.get(item.name))
+            embedding_dp = EmbeddingDP(yaml_data.embedding_dp_eps)
+            logger.info("EmbeddingDP (eps=%s) on the remote outputs of %r", yaml_data.embedding_dp_eps,
+                        yaml_data.train_net.name)
+        if yaml_data.use_label_dp:
+            gt = yaml_data.eval_net.gt
+            if gt is None or gt not in yaml_data.train_net.input_names:
+                raise ValueError("privacy.label_dp: model.eval_net.gt must name the label tensor, "
+                                 "an input of train_net (inputs: "
+                                 f"{', '.join(yaml_data.train_net.input_names)}; gt: {gt!r})")
+            label_dp = LabelDP(yaml_data.label_dp_eps)
+        return embedding_dp, label_dp
+
     @property
     def yaml_data(self) -> FLYamlData:
         return self._yaml
@@ -284,6 +313,20 @@ class FLModel:
                                          group=communication.GlobalComm.WORLD_COMM_GROUP)
 
     # ----------------------------------------------------------------- inputs
+    def _train_inputs(self, local_data_batch: Optional[Mapping[str, Any]],
+                      remote_data_batch: Optional[Mapping[str, Any]]) -> Tuple[List[Tensor], Dict]:
+        """Train-net inputs; with LabelDP the label is randomised once per batch, so forward and
+        backward see the same noisy labels."""
+        inputs, batch = self._gather(self._yaml.train_net, "train_net", local_data_batch,
+                                     remote_data_batch)
+        if self._label_dp is not None:
+            gt = self._yaml.eval_net.gt
+            original = batch[gt]
+            if self._noisy_labels is None or self._noisy_labels[0] is not original:
+                self._noisy_labels = (original, self._label_dp(inputs[self._yaml.train_net.input_names.index(gt)]))
+            inputs[self._yaml.train_net.input_names.index(gt)] = self._noisy_labels[1]
+        return inputs, batch
+
     def _gather(self, net: NetSpec, which: str, local_data_batch: Optional[Mapping[str, Any]],
                 remote_data_batch: Optional[Mapping[str, Any]]) -> Tuple[List[Tensor], Dict]:
         """Inputs in yaml order (as Tensors) and the merged batch."""
@@ -318,10 +361,10 @@ class FLModel:
                          ) -> "OrderedDict[str, Tensor]":
         """Run the train net; returns its outputs by yaml name."""
         net = self._yaml.train_net
-        inputs, batch = self._gather(net, "train_net", local_data_batch, remote_data_batch)
-        self._tape = None
+        inputs, batch = self._train_inputs(local_data_batch, remote_data_batch)
+        self._drop_tape()
         if not self._records_tape():
-            return self._name_outputs(self._train_net(*inputs), net, "train_net")
+            return self._privatize(self._name_outputs(self._train_net(*inputs), net, "train_net"))
         weights = self._all_weights()
         if weights:
             outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
@@ -335,6 +378,23 @@ class FLModel:
                 named[name] = Tensor(value.asnumpy().copy())
         self._tape = _ForwardTape(values=tuple(batch[item.name] for item in net.inputs),
                                   weights=weights, vjp_fn=vjp_fn, outputs=outputs)
+        _PENDING_TAPES.append(self._tape)
+        return self._privatize(named)
+
+    def _drop_tape(self) -> None:
+        if self._tape is not None:
+            _PENDING_TAPES[:] = [t for t in _PENDING_TAPES if t is not self._tape]
+        self._tape = None
+
+    def _privatize(self, named: "OrderedDict[str, Tensor]") -> "OrderedDict[str, Tensor]":
+        """EmbeddingDP on float outputs bound for the peer. The gradient that comes back is
+        applied to the exact activations (straight-through): the quantiser has no gradient."""
+        if self._embedding_dp is None:
+            return named
+        for item in self._yaml.train_net.outputs:
+            value = named[item.name]
+            if item.destination == "remote" and ops.is_floating_point(value):
+                named[item.name] = self._embedding_dp(value)
         return named
 
     def _records_tape(self) -> bool:
@@ -352,16 +412,22 @@ class FLModel:
         return list(seen.values())
 
     def _take_tape(self, batch: Mapping[str, Any]) -> Optional[_ForwardTape]:
-        """The recorded tape if backward got the very tensors the forward ran on."""
-        tape, self._tape = self._tape, None
+        """The recorded tape if backward got the very tensors the forward ran on and the tape
+        is the newest pending one."""
+        tape = self._tape
         if tape is None:
             return None
+        on_top = bool(_PENDING_TAPES) and _PENDING_TAPES[-1] is tape
+        self._drop_tape()
         values = tuple(batch.get(item.name) for item in self._yaml.train_net.inputs)
-        if len(values) == len(tape.values) and all(a is b for a, b in zip(values, tape.values)):
-            return tape
-        logger.debug("backward_one_step got other input tensors than forward_one_step: "
-                     "recomputing the forward pass")
-        return None
+        if not (len(values) == len(tape.values) and all(a is b for a, b in zip(values, tape.values))):
+            logger.debug("backward_one_step got other input tensors than forward_one_step: "
+                         "recomputing the forward pass")
+            return None
+        if not on_top:
+            logger.debug("a later forward pass is still pending: recomputing the forward pass")
+            return None
+        return tape
 
     # --------------------------------------------------------------- backward
     def _term_sens(self, term: GradSpec, out: Tensor, sens: SensDict) -> Tensor:
@@ -427,8 +493,7 @@ class FLModel:
         Returns ``{scaler_output_name: OrderedDict(input_name -> grad)}``. Inputs without a
         gradient (integer/bool data such as token ids and masks) get zeros of their own dtype.
         """
-        inputs, batch = self._gather(self._yaml.train_net, "train_net", local_data_batch,
-                                     remote_data_batch)
+        inputs, batch = self._train_inputs(local_data_batch, remote_data_batch)
         tape = self._take_tape(batch)
         received: SensDict = sens if sens is not None else {}
         if not isinstance(received, Mapping):

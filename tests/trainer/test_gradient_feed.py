@@ -114,3 +114,23 @@ def test_gradient_taking_optimizer_must_update_the_partys_own_parameters(tmp_pat
     nets = make_nets(seed=1)
     with pytest.raises(ValueError, match="not trainable parameters of train_net"):
         FLModel(yaml_data, nets[0], optimizers=[nn.Adam(nets[1].trainable_params())])
+
+
+def test_backward_out_of_order_falls_back_to_recomputation(tmp_path):
+    """Two parties' forwards pending, backwards first-in first-out: MindSpore's tapes are LIFO,
+    so the first backward must recompute; both gradients stay exact."""
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    net_a, model_a = _counting_model(tmp_path / "a")
+    net_b, model_b = _counting_model(tmp_path / "b")
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32))
+    sens = ms.Tensor(np.ones((4, 2), np.float32))
+    w_a, w_b = net_a.dense.weight.asnumpy().copy(), net_b.dense.weight.asnumpy().copy()
+    batch = {"x": x}
+    model_a.forward_one_step(batch)
+    model_b.forward_one_step(batch)
+    out_a = model_a.backward_one_step(batch, sens={"loss": {"h": sens}})
+    out_b = model_b.backward_one_step(batch, sens={"loss": {"h": sens}})
+    np.testing.assert_allclose(out_a["h"]["x"].asnumpy(), sens.asnumpy() @ w_a, rtol=1e-6)
+    np.testing.assert_allclose(out_b["h"]["x"].asnumpy(), sens.asnumpy() @ w_b, rtol=1e-6)
