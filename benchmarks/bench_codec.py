@@ -57,8 +57,15 @@ def main() -> None:
         def round_trip():  # public API: bytes out, bytes in (decode copies into fresh tensors)
             return codec.loads(codec.dumps(tensors))
 
-        def transport_path():  # what the communicator does: numpy send buffer, zero-copy decode
-            return codec.loads(codec.dumps_to_buffer(tensors))
+        def transport_path():  # what the communicator does: stream views, one receive buffer
+            segments = codec.dumps_segments(tensors)
+            buffer = np.empty(sum(memoryview(s).nbytes for s in segments), np.uint8)
+            pos = 0
+            for seg in segments:
+                view = np.frombuffer(seg, np.uint8)
+                buffer[pos:pos + view.size] = view
+                pos += view.size
+            return codec.loads(buffer)
 
         def b64():
             return [np.frombuffer(base64.b64decode(base64.b64encode(a.tobytes())), a.dtype) for a in arrays]

@@ -205,21 +205,14 @@ def dumps(tensors: Mapping, compress_configs: Optional[Mapping] = None, name: st
     return b"".join(_list_segments(tensors, name, compress_configs, send_addr, recv_addr, 0))
 
 
-def dumps_to_buffer(tensors: Mapping, compress_configs: Optional[Mapping] = None, name: str = "",
-                    send_addr: str = "", recv_addr: str = "") -> np.ndarray:
-    """Like :func:`dumps`, into a uint8 numpy buffer that the transport can slice into chunks.
+def dumps_segments(tensors: Mapping, compress_configs: Optional[Mapping] = None, name: str = "",
+                   send_addr: str = "", recv_addr: str = "") -> list:
+    """The bytes of :func:`dumps` as a list of ``bytes`` / ``memoryview`` pieces.
 
-    numpy asks the kernel for huge pages on large buffers; for messages of tens of MiB that
-    makes the one copy several times faster than filling a fresh ``bytes`` object.
+    Tensor payloads are views of the tensors' own memory, so a transport can stream a message
+    without materialising it once more.
     """
-    segments = _list_segments(tensors, name, compress_configs, send_addr, recv_addr, 0)
-    sizes = [len(seg) if isinstance(seg, bytes) else seg.nbytes for seg in segments]
-    buffer = np.empty(sum(sizes), np.uint8)
-    pos = 0
-    for seg, size in zip(segments, sizes):
-        buffer[pos:pos + size] = np.frombuffer(seg, np.uint8)
-        pos += size
-    return buffer
+    return _list_segments(tensors, name, compress_configs, send_addr, recv_addr, 0)
 
 
 def parse(data: Union[bytes, bytearray, memoryview]) -> TensorListProto:

@@ -4,7 +4,7 @@ import mindspore as ms
 import pytest
 from mindspore import nn, ops
 
-from mindspore_federated import FLModel, FLYamlData
+from mindspore_federated import FLModel
 from tests.trainer.splitnet import (SplitParties, centralised_run, copy_weights, make_batches,
                                     make_nets, params_np, write_yaml, yaml_dicts)
 

@@ -1,0 +1,148 @@
+"""Chunk framing and delivery rules (units), and a raw gRPC client against a real TLS server."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mindspore_federated._proto.vfl_pb2 import MessageChunk, SendAck
+from mindspore_federated.communication._delivery import Abandoned, GapError, Inbox
+from mindspore_federated.communication.transport import METHOD, _split, decode_chunk
+from tests.communication.conftest import PASSWORD, free_port, make_message, ssl_kwargs
+
+
+# --- units ---------------------------------------------------------------------------------------
+
+def test_chunk_framing_roundtrip_matches_protobuf():
+    chunk = MessageChunk(sender="leader", seq=7, total_size=10, offset=3, data=b"abcdefg", sender_epoch=99)
+    header, data = decode_chunk(chunk.SerializeToString())
+    assert (header.sender, header.seq, header.total_size, header.offset, header.sender_epoch) == \
+        ("leader", 7, 10, 3, 99)
+    assert bytes(data) == b"abcdefg" and header.data == b""
+
+
+@pytest.mark.parametrize("raw", [b"\xff", b"\x0a\x10abc", b"\x2a\x05ab", b"\x0f", b"\x12\x80"])
+def test_malformed_chunks_raise_value_error(raw):
+    with pytest.raises(ValueError):
+        decode_chunk(raw)
+
+
+def test_split_groups_views_into_chunks():
+    segments = [memoryview(b"abc"), memoryview(b""), memoryview(b"defghij")]
+    chunks = [b"".join(bytes(p) for p in pieces) for pieces in _split(segments, 4)]
+    assert chunks == [b"abcd", b"efgh", b"ij"]
+    assert [b"".join(p) for p in _split([memoryview(b"abcd")], 4)] == [b"abcd"]
+    assert list(_split([], 4)) == [[]]  # an empty message is still one (empty) chunk
+
+
+def test_inbox_delivers_each_seq_once_in_order_and_rebases_on_new_epoch():
+    inbox = Inbox("follower", maxsize=8)
+    active = lambda: True  # noqa: E731
+    assert inbox.classify(1, 5) == "deliver"  # fresh receiver: any seq is the baseline
+    assert inbox.deliver(1, 5, "m5", active)
+    assert not inbox.deliver(1, 5, "m5 again", active)  # retry of a delivered message
+    assert inbox.classify(1, 4) == "duplicate"
+    assert inbox.classify(1, 7) == "gap"
+    with pytest.raises(GapError):
+        inbox.deliver(1, 7, "m7", active)
+    assert inbox.deliver(1, 6, "m6", active)
+    assert inbox.deliver(2, 1, "restarted sender", active)  # new epoch: new baseline
+    assert [inbox.get(0.1) for _ in range(3)] == ["m5", "m6", "restarted sender"]
+
+
+def test_inbox_full_blocks_until_space_or_sender_gone():
+    inbox = Inbox("follower", maxsize=1)
+    assert inbox.deliver(1, 1, "a", lambda: True)
+    gone = threading.Event()
+    threading.Timer(0.3, gone.set).start()
+    start = time.monotonic()
+    with pytest.raises(Abandoned):
+        inbox.deliver(1, 2, "b", lambda: not gone.is_set())
+    assert time.monotonic() - start >= 0.25
+    threading.Timer(0.3, lambda: inbox.get(1)).start()
+    assert inbox.deliver(1, 2, "b", lambda: True)  # space freed: delivered (never dropped)
+    assert inbox.get(1) == "b"
+
+
+# --- raw gRPC client against a TLS server in another process -------------------------------------
+
+def _credentials(pki, client="follower_client.p12"):
+    import grpc
+    from mindspore_federated.communication.tls import load_key_and_chain
+    from cryptography.hazmat.primitives import serialization
+
+    key, chain = load_key_and_chain(str(Path(pki.dir) / client), PASSWORD, "client")
+    ca = (Path(pki.dir) / "ca.pem").read_bytes()
+    return grpc.ssl_channel_credentials(ca, key, b"".join(c.public_bytes(serialization.Encoding.PEM)
+                                                          for c in chain))
+
+
+def _chunk(seq, total, offset, data, sender="follower", epoch=42):
+    return MessageChunk(sender=sender, seq=seq, total_size=total, offset=offset, data=data,
+                        sender_epoch=epoch).SerializeToString()
+
+
+@pytest.mark.timeout(120)
+def test_raw_client_bad_streams_are_refused_and_server_keeps_serving(pki, parties):
+    import grpc
+    from mindspore_federated.communication import codec
+
+    port, fp = free_port(), free_port()
+    leader = parties({"name": "leader", "port": port, "peers": {"follower": fp}, "opts": {"max_message_size": 1 << 20},
+                      "ssl": ssl_kwargs(pki, "leader"),
+                      "plan": [("recv", "follower", 1, 60), ("recv", "follower", 1, 60), ("recv", "follower", 1, 2)]})
+    leader.expect("ready")
+    target = f"127.0.0.1:{port}"
+
+    def call(chunks, client="follower_client.p12", timeout=10):
+        with grpc.secure_channel(target, _credentials(pki, client)) as channel:
+            stub = channel.stream_unary(METHOD, response_deserializer=SendAck.FromString)
+            return stub(iter(chunks), timeout=timeout)
+
+    good = codec.dumps(make_message(6, 0))
+    cases = [  # (chunks, client cert, expected code, text in details)
+        ([b"\xff\xff\xff"], None, grpc.StatusCode.INVALID_ARGUMENT, "malformed first chunk"),
+        ([], None, grpc.StatusCode.INVALID_ARGUMENT, "empty message stream"),
+        ([_chunk(1, 10, 0, b"x", sender="eve")], None, grpc.StatusCode.PERMISSION_DENIED, "unknown sender 'eve'"),
+        ([_chunk(1, 10, 0, b"x")], "mallory_client.p12", grpc.StatusCode.PERMISSION_DENIED,
+         "do not include the claimed sender"),
+        ([_chunk(1, 1 << 40, 0, b"x")], None, grpc.StatusCode.RESOURCE_EXHAUSTED, "max_message_size"),
+        ([_chunk(1, 100, 0, b"x" * 50)], None, grpc.StatusCode.INVALID_ARGUMENT, "ended early: 50 of 100"),
+        ([_chunk(1, 100, 0, b"x" * 50), _chunk(1, 100, 60, b"x" * 40)], None, grpc.StatusCode.INVALID_ARGUMENT,
+         "does not continue"),
+        ([_chunk(1, 100, 0, b"x" * 50), _chunk(2, 100, 50, b"x" * 50)], None, grpc.StatusCode.INVALID_ARGUMENT,
+         "does not continue"),
+        ([_chunk(1, 10, 0, b"x" * 20)], None, grpc.StatusCode.INVALID_ARGUMENT, "bad first chunk"),
+        ([_chunk(0, 3, 0, b"abc")], None, grpc.StatusCode.INVALID_ARGUMENT, "bad first chunk"),
+        ([_chunk(1, 5, 0, b"\xff\xff\xff\xff\xff")], None, grpc.StatusCode.INVALID_ARGUMENT, "does not decode"),
+        ([_chunk(1, 3, 0, b"\x0a\x05a")], None, grpc.StatusCode.INVALID_ARGUMENT, "does not decode"),
+    ]
+    for chunks, client, code, text in cases:
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            call(chunks, client or "follower_client.p12")
+        assert info.value.code() == code and text in info.value.details(), (text, info.value)
+        assert time.monotonic() - start < 5
+
+    # a good message, split in two chunks; then a retry of it, then a gap
+    half = len(good) // 2
+    two = [_chunk(1, len(good), 0, good[:half]), _chunk(1, len(good), half, good[half:])]
+    ack = call(two)
+    assert (ack.seq, ack.duplicate) == (1, False)
+    assert call(two).duplicate
+    with pytest.raises(grpc.RpcError) as info:
+        call([_chunk(5, len(good), 0, good)])
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # a client without certificate never gets through the handshake
+    with grpc.secure_channel(target, grpc.ssl_channel_credentials((Path(pki.dir) / "ca.pem").read_bytes())) as ch:
+        with pytest.raises(grpc.RpcError) as info:
+            ch.stream_unary(METHOD)(iter([_chunk(2, 1, 0, b"x")]), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    # the server is alive and delivered exactly the good message, once
+    assert leader.expect("recv")[1:] == (6, 0, True)
+    good2 = codec.dumps(make_message(6, 1))
+    assert not call([_chunk(2, len(good2), 0, good2)]).duplicate
+    assert leader.expect("recv")[1:] == (6, 1, True)
+    assert leader.expect("recv_timeout")
