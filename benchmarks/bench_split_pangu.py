@@ -1,0 +1,195 @@
+"""Split PanGu-alpha throughput, wire bytes and memory (issue 5 benchmark; not a test).
+
+Runs, each in its own process so peak RSS is per party:
+  * centralised training, graph and PyNative mode (train_centralized's one-step cell);
+  * split training with both parties in one process (in-memory channel);
+  * split training in two processes over mutual TLS on loopback (certificates made here);
+and prints a markdown table: steps/s (timed after the warm-up steps), the bytes each step puts on
+the wire (protobuf payload of the five messages) next to the theoretical minimum (embedding
+activations, hidden states, their two gradients, plus the attention mask), and peak RSS.
+
+    .venv/bin/python benchmarks/bench_split_pangu.py                 # small config, ~5 min on 2 cores
+    .venv/bin/python benchmarks/bench_split_pangu.py --config 350M --steps 3 --warmup 1 --modes split_local,central_pynative
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "example" / "splitnn_pangu_alpha"
+PASSWORD = "bench-pw"
+MODES = ("central_graph", "central_pynative", "split_local", "split_tls")
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _common(args: argparse.Namespace) -> List[str]:
+    return ["--config", args.config, "--vocab_size", str(args.vocab_size), "--seed", "1", "--dropout_rate", "0",
+            "--train_steps", str(args.warmup + args.steps), "--log_steps", str(max(1, args.warmup + args.steps)),
+            "--save_ckpt_steps", "0", "--loss_scale", "1024"]
+
+
+def _rate(records: List[dict], warmup: int) -> float:
+    timed = [r for r in records if r["step"] > warmup]
+    start = [r for r in records if r["step"] == warmup][0]["elapsed_s"] if warmup else 0.0
+    return len(timed) / max(timed[-1]["elapsed_s"] - start, 1e-9)
+
+
+# ------------------------------------------------------------------------------ workers
+def worker_central(args: argparse.Namespace, mode: str) -> dict:
+    sys.path.insert(0, str(EXAMPLE))
+    import mindspore_federated  # noqa: F401
+    import train_centralized as tc
+    from src.utils import config_from_args, synthetic_batch
+    targs = tc.parse_args(_common(args) + ["--synthetic", "--mode", mode])
+    tc.set_context(targs)
+    config = config_from_args(targs)
+    total = args.warmup + args.steps
+    _, _, cell, _ = tc.build_training(config, total)
+    times = []
+    for step in range(total):
+        batch = synthetic_batch(step, config.batch_size, config.seq_length, config.vocab_size, config.eod_id)
+        t0 = time.time()
+        loss, _, _ = cell(*tc.to_tensors(batch))
+        float(loss.asnumpy())
+        times.append(time.time() - t0)
+    measured = times[args.warmup:]
+    return {"steps_per_s": len(measured) / sum(measured), "rss_mib": _rss_mib()}
+
+
+def worker_split_local(args: argparse.Namespace, out: str) -> dict:
+    sys.path.insert(0, str(EXAMPLE))
+    import mindspore_federated  # noqa: F401
+    import run_pangu_train_local
+    from src.split_train import Kind, run_local
+    log = os.path.join(out, "local_loss.json")
+    largs = run_pangu_train_local.parse_args(_common(args) + ["--synthetic", "--output_dir", out,
+                                                              "--loss_log", log, "--log_file", ""])
+    res = run_local(largs, measure=True)
+    train_kinds = {Kind.FWD, Kind.HIDDEN, Kind.GRAD, Kind.EMB_GRAD, Kind.DECISION}
+    sent = res["channel"].sent_log + res["follower"].channel.sent_log
+    per_step = sum(size for kind, size in sent if kind in train_kinds) / len(res["losses"])
+    with open(log, encoding="utf-8") as f:
+        records = json.load(f)
+    cfg = res["config"]
+    b, s, h = cfg.batch_size, cfg.seq_length, cfg.hidden_size
+    minimum = 4 * (b * s * h * 4) + b * s * s * 4
+    return {"steps_per_s": _rate(records, args.warmup), "rss_mib": _rss_mib(), "wire_bytes": per_step,
+            "min_bytes": minimum}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_split_tls(args: argparse.Namespace, tmp: str) -> dict:
+    from mindspore_federated.tools import gen_certs as g
+    pki = Path(tmp) / "pki"
+    ca = g.generate_ca()
+    g.write_ca(pki, ca, PASSWORD)
+    for name in ("leader", "follower"):
+        g.generate_party_certs(pki, name, ca, PASSWORD, ips=["127.0.0.1"])
+    pl, pf = _free_port(), _free_port()
+
+    def tls(name: str) -> List[str]:
+        return ["--enable_ssl", "true", "--server_password", PASSWORD, "--client_password", PASSWORD,
+                "--server_cert_path", str(pki / f"{name}_server.p12"),
+                "--client_cert_path", str(pki / f"{name}_client.p12"), "--ca_cert_path", str(pki / "ca.pem")]
+
+    rss_probe = ("import resource,runpy,sys,json; sys.argv=[sys.argv[1]]+sys.argv[2:]\n"
+                 "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+                 "finally:\n    print('RSS-MIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024.0, flush=True)")
+    log = os.path.join(tmp, "tls_loss.json")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), GLOG_v="3")
+    follower = subprocess.Popen(
+        [sys.executable, "-c", rss_probe, str(EXAMPLE / "run_pangu_train_follower.py"),
+         "--http_server_address", f"127.0.0.1:{pf}", "--remote_server_address", f"127.0.0.1:{pl}",
+         *_common(args), "--output_dir", tmp, "--log_file", "", *tls("follower")],
+        cwd=str(EXAMPLE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    leader = subprocess.Popen(
+        [sys.executable, "-c", rss_probe, str(EXAMPLE / "run_pangu_train_leader.py"),
+         "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{pf}",
+         *_common(args), "--synthetic", "--output_dir", tmp, "--log_file", "", "--loss_log", log, *tls("leader")],
+        cwd=str(EXAMPLE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    out_l, _ = leader.communicate(timeout=3600)
+    out_f, _ = follower.communicate(timeout=600)
+    if leader.returncode or follower.returncode:
+        raise RuntimeError(f"two-process run failed:\n{out_l[-2000:]}\n{out_f[-2000:]}")
+    rss = lambda text: float(text.rsplit("RSS-MIB", 1)[1].split()[0])  # noqa: E731
+    with open(log, encoding="utf-8") as f:
+        records = json.load(f)
+    return {"steps_per_s": _rate(records, args.warmup), "rss_leader_mib": rss(out_l), "rss_follower_mib": rss(out_f)}
+
+
+def _in_child(mode: str, args: argparse.Namespace, tmp: str) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, "--config", args.config, "--vocab_size", str(args.vocab_size),
+           "--steps", str(args.steps), "--warmup", str(args.warmup), "--tmp", tmp]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT), GLOG_v="3"))
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    if proc.returncode or not lines:
+        raise RuntimeError(f"{mode} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default="small")
+    parser.add_argument("--vocab_size", type=int, default=8000)
+    parser.add_argument("--steps", type=int, default=12, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation, caches)")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        if args.worker.startswith("central_"):
+            result = worker_central(args, args.worker.split("_", 1)[1])
+        else:
+            result = worker_split_local(args, args.tmp)
+        print("RESULT " + json.dumps(result), flush=True)
+        return 0
+
+    results: Dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.modes.split(","):
+            t0 = time.time()
+            results[mode] = run_split_tls(args, tmp) if mode == "split_tls" else _in_child(mode, args, tmp)
+            print(f"{mode}: {results[mode]} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    base = results.get("central_graph", results.get("central_pynative"))
+    pyn = results.get("central_pynative")
+    print(f"\nPanGu-alpha `{args.config}` (vocab {args.vocab_size}), CPU, {args.steps} timed steps after "
+          f"{args.warmup} warm-up steps, synthetic data, dropout 0.\n")
+    print("| run | steps/s | vs centralised graph | vs centralised PyNative | peak RSS (MiB) |")
+    print("|---|---|---|---|---|")
+    names = {"central_graph": "centralised, graph mode", "central_pynative": "centralised, PyNative",
+             "split_local": "split, one process (A+B)", "split_tls": "split, two processes, mutual TLS"}
+    for mode, r in results.items():
+        rss = (f"A {r['rss_leader_mib']:.0f} / B {r['rss_follower_mib']:.0f}" if "rss_leader_mib" in r
+               else f"{r['rss_mib']:.0f}")
+        vs = lambda ref: f"{r['steps_per_s'] / ref['steps_per_s']:.2f}x" if ref else "-"  # noqa: E731
+        print(f"| {names[mode]} | {r['steps_per_s']:.3f} | {vs(base)} | {vs(pyn)} | {rss} |")
+    local = results.get("split_local")
+    if local:
+        print(f"\nWire bytes per training step (protobuf payload of the 5 messages): {local['wire_bytes']:,.0f}; "
+              f"theoretical minimum (4 activation/gradient tensors + mask, fp32): {local['min_bytes']:,.0f} "
+              f"-> {local['wire_bytes'] / local['min_bytes']:.4f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

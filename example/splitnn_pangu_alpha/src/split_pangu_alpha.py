@@ -1,0 +1,326 @@
+"""PanGu-alpha cut into the three sub-networks of the split example (SPEC §3.1), and its optimizer.
+
+Party A (leader, data owner) runs `EmbeddingLossNet` and `HeadLossNet`; party B (follower,
+computation centre) runs `BackboneLossNet`. Every net keeps its part of `PanguAlphaBackbone` as
+`self.backbone`, so parameter names (and, through `init_weights`, initial values) are exactly
+those of the whole model (`backbone.embedding.*`, `backbone.blocks.<i>.*`, `backbone.layernorm.*`,
+`backbone.top_query_*`). That is what lets the tests compare split and centralised weights by name.
+
+`PanguAlphaAdam` is the user optimizer of each FLModel. It splits the PanGu update in two, because
+in split learning one party cannot decide alone:
+
+1. `apply_gradients(grads)` (called by FLModel with the parameter gradients of the loss scaled by
+   the current loss scale) unscales them and computes this party's squared norm and overflow flag;
+2. after the parties exchanged those scalars, `step(global_norm, overflow)` clips with the global
+   norm, applies AdamWeightDecay unless the step overflowed, and updates the loss scale.
+
+`__call__(*inputs, sens=sens)` is the SPEC §2.2 user-optimizer contract: it computes the gradients
+itself (from the yaml gradient terms of its `opts` entry) and then calls `apply_gradients`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import mindspore as ms
+from mindspore import nn, ops, Parameter, Tensor
+from mindspore.common import dtype as mstype
+
+from .optim import PanguOptimizer, grads_overflow, grads_sq_norm, unscale_grads
+from .pangu_alpha import MaskedCrossEntropy, PanguAlphaBackbone, PanguAlphaHead, split_input_ids
+from .pangu_alpha_config import PanguAlphaConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EmbeddingLossNet", "BackboneLossNet", "HeadLossNet", "HeadEvalNet", "PanguAlphaAdam",
+           "PerplexityMetric", "YAML_DIR", "yaml_path", "config_fingerprint", "FINGERPRINT_FIELDS"]
+
+YAML_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "yaml")
+
+
+def yaml_path(name: str) -> str:
+    """Path of one of the example's party descriptions: embedding, backbone or head."""
+    path = os.path.join(YAML_DIR, f"{name}.yaml")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"party yaml not found: {path}")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------
+# sub-networks
+# ----------------------------------------------------------------------------------------------
+class EmbeddingLossNet(nn.Cell):
+    """Party A, first sub-network: (input_ids [B,S+1], position_id, attention_mask) ->
+    (embedding_table [B,S,H], word_table [V,H], position_id, attention_mask).
+
+    The word table is returned so the head can use it as its tied output projection; the
+    position ids and the mask pass through so the yaml can route them (mask to B, ids to the head).
+    """
+
+    def __init__(self, config: PanguAlphaConfig) -> None:
+        super().__init__()
+        self.backbone = PanguAlphaBackbone(config, parts=("embedding",))
+        self.seq_length = config.seq_length
+
+    def construct(self, input_ids: Tensor, position_id: Tensor, attention_mask: Tensor):
+        tokens = input_ids[:, :self.seq_length]
+        embedding, word_table = self.backbone.embed(tokens, position_id)
+        return embedding, word_table, position_id, attention_mask
+
+
+class BackboneLossNet(nn.Cell):
+    """Party B: the num_layers - 1 transformer blocks. (embedding_table, attention_mask) -> hidden_states."""
+
+    def __init__(self, config: PanguAlphaConfig) -> None:
+        super().__init__()
+        self.backbone = PanguAlphaBackbone(config, parts=("blocks",))
+
+    def construct(self, embedding_table: Tensor, attention_mask: Tensor) -> Tensor:
+        return self.backbone.run_blocks(embedding_table, attention_mask)
+
+
+class HeadLossNet(nn.Cell):
+    """Party A, last sub-network: final LayerNorm, query layer, tied projection, masked loss.
+
+    (hidden_states, input_ids, word_table, position_id, attention_mask) -> loss (scalar).
+    """
+
+    def __init__(self, config: PanguAlphaConfig) -> None:
+        super().__init__()
+        self.backbone = PanguAlphaBackbone(config, parts=("top",))
+        self.head = PanguAlphaHead(config)
+        self.loss = MaskedCrossEntropy()
+        self.eod_id = config.eod_id
+
+    def logits(self, hidden_states: Tensor, input_ids: Tensor, word_table: Tensor, position_id: Tensor,
+               attention_mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        _, labels, input_mask = split_input_ids(input_ids, self.eod_id)
+        top = self.backbone.run_top(hidden_states, position_id, attention_mask)
+        return self.head(top, word_table), labels, input_mask
+
+    def construct(self, hidden_states: Tensor, input_ids: Tensor, word_table: Tensor, position_id: Tensor,
+                  attention_mask: Tensor) -> Tensor:
+        logits, labels, input_mask = self.logits(hidden_states, input_ids, word_table, position_id,
+                                                 attention_mask)
+        return self.loss(logits, labels, input_mask)
+
+
+class HeadEvalNet(nn.Cell):
+    """Eval net of the head (shares the train net's cells): outputs (loss, scored token count)."""
+
+    def __init__(self, train_net: HeadLossNet) -> None:
+        super().__init__(auto_prefix=False)  # keep the train net's parameter names
+        self.net = train_net
+
+    def construct(self, hidden_states: Tensor, input_ids: Tensor, word_table: Tensor, position_id: Tensor,
+                  attention_mask: Tensor) -> Tuple[Tensor, Tensor]:
+        logits, labels, input_mask = self.net.logits(hidden_states, input_ids, word_table, position_id,
+                                                     attention_mask)
+        return self.net.loss(logits, labels, input_mask), ops.reduce_sum(input_mask)
+
+
+class PerplexityMetric:
+    """Token-weighted mean loss and perplexity; fed by FLModel.eval_one_step with (loss, tokens)."""
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.total = 0.0
+        self.tokens = 0
+
+    def update(self, loss: Tensor, tokens: Tensor, *_: Any) -> None:
+        n = int(round(float(np.asarray(tokens.asnumpy()))))
+        self.total += float(np.asarray(loss.asnumpy())) * n
+        self.tokens += n
+
+    def eval(self) -> Tuple[float, float]:
+        """(mean loss, perplexity); same formula as train_centralized.evaluate."""
+        if self.tokens == 0:
+            raise ValueError("evaluation data has no scored token")
+        mean = self.total / self.tokens
+        return mean, float(math.exp(min(mean, 700.0)))
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration fingerprint (startup handshake)
+# ----------------------------------------------------------------------------------------------
+FINGERPRINT_FIELDS = ("vocab_size", "seq_length", "hidden_size", "num_heads", "num_layers", "ffn_hidden_size",
+                      "batch_size", "dropout_rate", "param_init_seed", "eod_id", "compute_dtype", "hidden_act",
+                      "start_lr", "end_lr", "weight_decay", "loss_scale", "loss_scale_window", "clip_norm")
+_DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
+_ACT_CODES = {"gelu": 0, "gelu_tanh": 1, "fast_gelu": 2}
+
+
+def config_fingerprint(config: PanguAlphaConfig, unknown: Sequence[str] = ()) -> np.ndarray:
+    """The settings both parties must share, as float64 numbers (one per FINGERPRINT_FIELDS entry).
+
+    Fields in `unknown` are NaN and not compared: the follower, which holds no data, need not be
+    told the vocabulary size or the EOD id (its blocks do not depend on them).
+    """
+    values = []
+    for name in FINGERPRINT_FIELDS:
+        if name in unknown:
+            values.append(float("nan"))
+            continue
+        value = getattr(config, name)
+        if name == "compute_dtype":
+            value = _DTYPE_CODES[value]
+        elif name == "hidden_act":
+            value = _ACT_CODES[value]
+        values.append(float(value))
+    return np.asarray(values, np.float64)
+
+
+def describe_fingerprint_mismatch(ours: np.ndarray, theirs: np.ndarray) -> str:
+    """'hidden_size: ours 64, peer 128; ...' for the fields that differ."""
+    theirs = np.asarray(theirs, np.float64).reshape(-1)
+    if theirs.shape != ours.shape:
+        return f"fingerprint has {theirs.size} fields at the peer, {ours.size} here (different versions?)"
+    parts = []
+    for name, a, b in zip(FINGERPRINT_FIELDS, ours, theirs):
+        if np.isnan(a) or np.isnan(b):   # a field one side does not know (the follower's vocabulary)
+            continue
+        if a != b:
+            fmt = (lambda v: f"{v:g}")
+            parts.append(f"{name}: ours {fmt(a)}, peer {fmt(b)}")
+    return "; ".join(parts)
+
+
+# ----------------------------------------------------------------------------------------------
+# optimizer
+# ----------------------------------------------------------------------------------------------
+class PanguAlphaAdam(nn.Cell):
+    """One party's PanGu-alpha optimizer (FP32-state AdamWeightDecay, weight-decay groups,
+    warmup+cosine LR, dynamic loss scale with overflow skip, global-norm clip), split in two halves
+    so the parties can agree on ONE global norm and ONE overflow decision per step.
+
+    Args:
+        network: the party's train net (only used by `__call__`, which differentiates it itself).
+        yaml_data: the party's FLYamlData; `opt_index` selects the `opts` entry this optimizer
+            serves (its `params` filters pick the parameters, its `grads` terms the sensitivities).
+        config: model config; `start_lr`, `end_lr`, `weight_decay`, `loss_scale`,
+            `loss_scale_window`, `clip_norm` come from it.
+        warmup_steps / decay_steps: the LR schedule, identical on every party.
+
+    Protocol used by FLModel: `parameters` (order of the gradients) and `apply_gradients(grads)`.
+    The state (Adam moments, optimizer step, loss scale) is made of Parameters of this Cell, so
+    FLModel.save_ckpt stores it and load_ckpt('train') restores it.
+    """
+
+    def __init__(self, network: nn.Cell, yaml_data: Any, config: PanguAlphaConfig, warmup_steps: int,
+                 decay_steps: int, opt_index: int = 0) -> None:
+        super().__init__(auto_prefix=False)  # never rename the network's parameters
+        if not 0 <= opt_index < len(yaml_data.opts):
+            raise ValueError(f"opt_index {opt_index}: the yaml declares {len(yaml_data.opts)} opts entries")
+        # kept outside the Cell tree: the optimizer's checkpoint entries are its own state only
+        object.__setattr__(self, "_network", network)
+        object.__setattr__(self, "_spec", yaml_data.opts[opt_index])
+        object.__setattr__(self, "_output_names", list(yaml_data.train_net.output_names))
+        filters = list(self._spec.params)
+        params = [p for p in network.trainable_params()
+                  if not filters or any(f in p.name for f in filters)]
+        if not params:
+            raise ValueError(f"opts[{opt_index}].params {filters} match no trainable parameter of "
+                             f"{type(network).__name__}")
+        self.optimizer = PanguOptimizer(params, start_lr=config.start_lr, end_lr=config.end_lr,
+                                        warmup_steps=warmup_steps, decay_steps=decay_steps,
+                                        weight_decay=config.weight_decay, loss_scale=config.loss_scale,
+                                        loss_scale_window=config.loss_scale_window, clip_norm=config.clip_norm)
+        self.parameters = self.optimizer.parameters
+        object.__setattr__(self, "_pending", None)
+        object.__setattr__(self, "sq_norm", None)
+        object.__setattr__(self, "overflow", None)
+
+    # ---- state shared with the peer
+    @property
+    def loss_scale(self) -> Parameter:
+        """Current dynamic loss scale (a Parameter; read it before the step's backward)."""
+        return self.optimizer.get_loss_scale()
+
+    def loss_scale_value(self) -> float:
+        return float(self.optimizer.get_loss_scale().asnumpy())
+
+    def current_lr(self) -> float:
+        return self.optimizer.current_lr()
+
+    def applied_updates(self) -> int:
+        return int(np.asarray(self.optimizer.global_step.asnumpy()).reshape(-1)[0])
+
+    # ---- first half: local gradients -> local scalars
+    def apply_gradients(self, grads: Sequence[Tensor]) -> None:
+        """Take the gradients of (loss * loss_scale), ordered like `parameters`; unscale, compute the
+        local squared norm and overflow flag, and keep them until `step`."""
+        grads = tuple(grads)
+        if len(grads) != len(self.parameters):
+            raise ValueError(f"apply_gradients: got {len(grads)} gradients for {len(self.parameters)} parameters")
+        scale = ops.cast(self.optimizer.get_loss_scale(), mstype.float32) * 1.0
+        unscaled = unscale_grads(grads, scale)
+        object.__setattr__(self, "_pending", unscaled)
+        object.__setattr__(self, "sq_norm", grads_sq_norm(unscaled))
+        object.__setattr__(self, "overflow", grads_overflow(unscaled))
+
+    @property
+    def has_pending(self) -> bool:
+        return self._pending is not None
+
+    def local_scalars(self) -> Tuple[float, bool]:
+        """(squared norm, overflow) of the pending gradients, as Python numbers."""
+        if self._pending is None:
+            raise RuntimeError("local_scalars: no gradients pending (apply_gradients was not called this step)")
+        return float(self.sq_norm.asnumpy()), bool(self.overflow.asnumpy())
+
+    # ---- second half: the agreed decision
+    def step(self, global_norm: Any, overflow: Any) -> None:
+        """Clip with the global norm, AdamWeightDecay unless overflow, loss-scale update."""
+        if self._pending is None:
+            raise RuntimeError("step: no gradients pending; apply_gradients must run first in each step")
+        norm = Tensor(np.asarray(global_norm, np.float32).reshape(()))
+        flag = Tensor(np.asarray(bool(np.asarray(overflow).reshape(-1)[0]) if np.ndim(overflow) else bool(overflow)))
+        # mutable: in graph mode a plain tuple of tensors would be a compile-time constant
+        # (one recompilation per step)
+        self.optimizer(ms.mutable(tuple(self._pending)), norm, flag)
+        object.__setattr__(self, "_pending", None)
+
+    # ---- SPEC §2.2 contract: opt(*inputs, sens=sens)
+    def _term_sens(self, term: Any, out: Tensor, sens: Mapping[str, Mapping[str, Any]]) -> Tensor:
+        if term.sens is None:
+            return ops.ones_like(out)
+        if isinstance(term.sens, float):
+            return ops.full_like(out, term.sens)
+        try:
+            value = sens[term.sens][term.output]
+        except (KeyError, TypeError):
+            raise ValueError(f"{term.path}.sens: no tensor sens[{term.sens!r}][{term.output!r}] in the "
+                             f"sens dict (tags: {', '.join(map(str, sens or {})) or 'none'})") from None
+        value = value if isinstance(value, Tensor) else Tensor(np.asarray(value))
+        return value.astype(out.dtype) if value.dtype != out.dtype else value
+
+    def __call__(self, *inputs: Tensor, sens: Optional[Mapping[str, Mapping[str, Any]]] = None) -> None:
+        """Differentiate the network for this optimizer's yaml terms, then `apply_gradients`.
+
+        Used when FLModel calls user optimizers as `opt(*inputs, sens=sens)` instead of feeding
+        them gradients; costs one extra forward pass.
+        """
+        sens = sens or {}
+        outputs, vjp_fn = ms.vjp(self._network, *inputs, weights=list(self.parameters))
+        outs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        sens_list: List[Any] = [None] * len(outs)
+        for term in self._spec.grads:
+            i = self._output_names.index(term.output)
+            value = self._term_sens(term, outs[i], sens)
+            sens_list[i] = value if sens_list[i] is None else sens_list[i] + value
+        sens_list = [ops.zeros_like(o) if s is None else s for s, o in zip(sens_list, outs)]
+        _, weight_grads = vjp_fn(tuple(sens_list) if isinstance(outputs, (tuple, list)) else sens_list[0])
+        self.apply_gradients(weight_grads)
+
+    def construct(self, *args: Any) -> None:  # pragma: no cover - never run as a graph
+        raise RuntimeError("PanguAlphaAdam is driven by FLModel (apply_gradients / __call__), not as a graph")
+
+
+def state_summary(opts: Dict[str, PanguAlphaAdam]) -> Dict[str, Any]:
+    """Loss scale and applied-update counters of several optimizers (logging, consistency checks)."""
+    return {name: {"loss_scale": o.loss_scale_value(), "updates": o.applied_updates()} for name, o in opts.items()}

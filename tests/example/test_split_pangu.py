@@ -1,0 +1,401 @@
+"""Split PanGu-alpha (issue 5): split training == centralised training, step for step.
+
+Default suite: the one-process split run against train_centralized.run (30 steps, tiny, dropout 0),
+in-process resume, the protocol checks, bad input, and ONE two-process run over mutual TLS.
+Slow: two-process resume after stopping both, a follower restarted mid-run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mindspore as ms
+
+from src.pangu_alpha import canonical_name, parameters_to_numpy
+from src.split_pangu_alpha import config_fingerprint, describe_fingerprint_mismatch
+from src.split_train import (Kind, LocalChannel, ProtocolError, make_message, run_local)
+import run_pangu_train_local
+import train_centralized
+
+EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "example" / "splitnn_pangu_alpha"
+REPO = EXAMPLE_DIR.parents[1]
+PYTHON = sys.executable
+STEPS = 30
+PASSWORD = "split-test-pw"
+COMMON = ["--config", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
+          "--log_steps", "10", "--dropout_rate", "0", "--loss_scale", "1024", "--mode", "pynative",
+          "--eval_steps", "4"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _local_args(out: Path, *extra: str):
+    return run_pangu_train_local.parse_args(COMMON + ["--synthetic", "--output_dir", str(out),
+                                                      "--log_file", str(out / "local.log"), *extra])
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.max(np.abs(a - b) / np.abs(b)))
+
+
+def _split_params(result) -> dict:
+    """canonical name -> value of every sub-network parameter of a split run (A's two nets, B's)."""
+    leader, follower = result["leader"], result["follower"]
+    out = {}
+    for net in (leader.embedding_net, leader.head_net, follower.net):
+        for name, value in parameters_to_numpy(net).items():
+            assert canonical_name(name) not in out, name
+            out[canonical_name(name)] = value
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The 30-step split run (one process, checkpoints at 20 and 30) and its centralised twin."""
+    root = tmp_path_factory.mktemp("split")
+    old_mode = ms.get_context("mode")
+    split = run_local(_local_args(root / "split", "--save_ckpt_steps", "20",
+                                  "--loss_log", str(root / "split" / "loss.json")))
+    central = train_centralized.run(train_centralized.parse_args(
+        COMMON + ["--synthetic", "--output_dir", str(root / "central"), "--save_ckpt_steps", str(STEPS)]))
+    ms.set_context(mode=old_mode)
+    return {"root": root, "split": split, "central": central}
+
+
+# ------------------------------------------------------------------------------ exactness
+def test_local_split_losses_match_centralised(runs):
+    split, central = runs["split"]["losses"], runs["central"]["losses"]
+    assert len(split) == len(central) == STEPS
+    assert _rel(split, central) <= 1e-5, (split, central)
+    assert split[-1] < split[0] - 0.5                                 # it does learn
+    assert runs["split"]["perplexity"] == pytest.approx(runs["central"]["perplexity"], rel=1e-5)
+
+
+def test_local_split_parameters_match_centralised(runs):
+    ckpt = runs["central"]["checkpoint"]
+    assert ckpt and ckpt.endswith(f"_step_{STEPS}.ckpt")
+    reference = {canonical_name(k): v.asnumpy() for k, v in ms.load_checkpoint(ckpt).items()
+                 if k.startswith("backbone.")}
+    got = _split_params(runs["split"])
+    assert set(got) == set(reference)                 # the three sub-networks = the whole model
+    for name, value in got.items():
+        ref = reference[name]
+        if name.endswith("attention.dense2.bias"):
+            # The key bias cannot change the output (softmax is shift-invariant per query), so its
+            # exact gradient is 0 and Adam normalises pure round-off noise into +-lr steps: only
+            # bounded by the learning rate, in any two implementations.
+            assert np.abs(value - ref).max() <= 2 * 1e-3 * STEPS, name
+            continue
+        # scale floor = the init std: a few parameters (the key bias, whose gradient is exactly
+        # zero in theory) only hold round-off noise of ~1e-9
+        scale = max(float(np.abs(ref).max()), 0.02)
+        np.testing.assert_allclose(value, ref, rtol=0, atol=1e-6 * scale, err_msg=name)
+
+
+def test_follower_only_sees_activations(runs):
+    follower = runs["split"]["follower"]
+    assert follower.received_keys == {"embedding_table", "attention_mask", "output.hidden_states"}
+    assert not hasattr(follower, "dataset") and not hasattr(follower, "source")
+
+
+def test_checkpoints_log_and_lines(runs):
+    root = runs["root"] / "split"
+    files = sorted(os.listdir(root / "checkpoints" / "leader"))
+    assert files == sorted(f"{n}_step_{s}.ckpt" for n in ("embedding_loss_net", "head_loss_net") for s in (20, 30))
+    assert sorted(os.listdir(root / "checkpoints" / "follower")) == [
+        "backbone_loss_net_step_20.ckpt", "backbone_loss_net_step_30.ckpt"]
+    log = (root / "local.log").read_text()
+    assert f"epoch 1 step 10/{STEPS} loss: " in log and f"epoch 1 step {STEPS}/{STEPS} loss: " in log
+    assert "perplexity" in log
+    records = json.loads((root / "loss.json").read_text())
+    assert [r["step"] for r in records] == list(range(1, STEPS + 1))
+
+
+def test_local_resume_equals_uninterrupted(runs, tmp_path):
+    """Both parties restart from their step-20 checkpoints; steps 21..30 == the uninterrupted run."""
+    src = runs["root"] / "split" / "checkpoints"
+    for party in ("leader", "follower"):
+        (tmp_path / "checkpoints" / party).mkdir(parents=True)
+        for name in os.listdir(src / party):
+            if name.endswith("_step_20.ckpt"):
+                shutil.copy(src / party / name, tmp_path / "checkpoints" / party)
+    resumed = run_local(_local_args(tmp_path, "--save_ckpt_steps", "10", "--resume"))
+    assert resumed["final_step"] == STEPS
+    np.testing.assert_array_equal(resumed["losses"], runs["split"]["losses"][20:])
+    full, again = _split_params(runs["split"]), _split_params(resumed)
+    for name in full:
+        np.testing.assert_array_equal(again[name], full[name], err_msg=name)
+    # optimizer state too: the saved step-30 checkpoints are identical
+    for party, name in (("leader", "head_loss_net"), ("follower", "backbone_loss_net")):
+        a = ms.load_checkpoint(str(src / party / f"{name}_step_30.ckpt"))
+        b = ms.load_checkpoint(str(tmp_path / "checkpoints" / party / f"{name}_step_30.ckpt"))
+        assert set(a) == set(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key].asnumpy(), b[key].asnumpy(), err_msg=key)
+
+
+# ------------------------------------------------------------------------------ protocol checks
+def test_restarted_peer_is_detected_with_both_steps(runs):
+    """A handshake arriving mid-run (the peer restarted) stops the party, naming both steps."""
+    follower = runs["split"]["follower"]
+    leader_end, follower_end = LocalChannel.pair()
+    old = follower.channel
+    follower.channel = follower_end
+    try:
+        leader_end.send(make_message(Kind.HELLO, 20, role=np.asarray(1), fingerprint=np.zeros(3)))
+        with pytest.raises(ProtocolError, match=r"leader restarted.*step 20.*step 31 \(steps completed: 30\)"):
+            follower.serve_one()
+        abort = leader_end.recv()                              # the leader is told why
+        assert int(abort["meta"]["kind"]) == Kind.ABORT
+        leader_end.send(make_message(Kind.GRAD, 12))
+        with pytest.raises(ProtocolError, match=r"expected GRAD of step 31, got GRAD of step 12"):
+            follower.serve_one()
+    finally:
+        follower.channel = old
+
+
+def test_fingerprint_mismatch_names_both_values():
+    from src.pangu_alpha_config import get_config
+    a = config_fingerprint(get_config("tiny", hidden_size=64))
+    b = config_fingerprint(get_config("tiny", hidden_size=128), unknown=("vocab_size",))
+    assert describe_fingerprint_mismatch(a, b) == "hidden_size: ours 64, peer 128"
+    assert describe_fingerprint_mismatch(a, a) == ""
+
+
+# ------------------------------------------------------------------------------ bad input
+def test_missing_data_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data_url.*no such file or directory"):
+        run_pangu_train_local.main(COMMON + ["--data_url", str(tmp_path / "nope"), "--output_dir", str(tmp_path)])
+
+
+def test_follower_refuses_data(tmp_path):
+    import run_pangu_train_follower
+    from src.split_train import run_follower
+    args = run_pangu_train_follower.parse_args(COMMON + ["--data_url", str(tmp_path)])
+    with pytest.raises(ValueError, match="party B holds no data"):
+        run_follower(args)
+
+
+# ------------------------------------------------------------------------------ two processes
+def _pki(root: Path) -> Path:
+    from mindspore_federated.tools import gen_certs as g
+    ca = g.generate_ca()
+    g.write_ca(root, ca, PASSWORD)
+    for name in ("leader", "follower"):
+        g.generate_party_certs(root, name, ca, PASSWORD, ips=["127.0.0.1"])
+    return root
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    return _pki(tmp_path_factory.mktemp("pki"))
+
+
+# The follower child: data access is made impossible, then it runs the follower program and
+# reports what it saw.
+FOLLOWER_PROBE = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {example!r})
+    import mindspore_federated
+    import mindspore.dataset as ds
+    import mindspore.mindrecord as mr
+    def refuse(*a, **k):
+        raise AssertionError("the follower opened a dataset")
+    ds.MindDataset = refuse
+    mr.FileReader = refuse
+    import run_pangu_train_follower
+    from src.split_train import run_follower
+    args = run_pangu_train_follower.parse_args(sys.argv[1:])
+    assert not args.data_url and not args.eval_data_url and not args.synthetic
+    try:
+        res = run_follower(args)
+    except Exception as err:
+        print("FOLLOWER-ERROR", type(err).__name__, err, flush=True)
+        sys.exit(1)
+    print("FOLLOWER-RESULT", json.dumps({{"step": res["final_step"], "keys": res["received_keys"],
+          "src_dataset_loaded": "src.dataset" in sys.modules}}), flush=True)
+""")
+
+
+def _tls_flags(pki: Path, name: str) -> list:
+    return ["--enable_ssl", "true", "--server_password", PASSWORD, "--client_password", PASSWORD,
+            "--server_cert_path", str(pki / f"{name}_server.p12"),
+            "--client_cert_path", str(pki / f"{name}_client.pem"), "--ca_cert_path", str(pki / "ca.pem")]
+
+
+def _start(cmd: list, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(REPO), GLOG_v="3")
+    return subprocess.Popen(cmd, cwd=str(EXAMPLE_DIR), stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+
+
+def _two_processes(tmp: Path, pki: Path, leader_extra=(), follower_extra=(), timeout=240, leader_tls=None):
+    pl, pf = _free_port(), _free_port()
+    out = tmp / "out"
+    follower = _start([PYTHON, "-c", FOLLOWER_PROBE.format(example=str(EXAMPLE_DIR)),
+                       "--http_server_address", f"127.0.0.1:{pf}", "--remote_server_address", f"127.0.0.1:{pl}",
+                       *COMMON, "--output_dir", str(out), "--log_file", str(tmp / "follower.log"),
+                       "--peer_timeout", "60", *_tls_flags(pki, "follower"), *follower_extra], tmp / "follower.out")
+    leader = _start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"),
+                     "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{pf}",
+                     *COMMON, "--synthetic", "--output_dir", str(out), "--log_file", str(tmp / "leader.log"),
+                     "--loss_log", str(tmp / "leader_loss.json"), "--peer_timeout", "60",
+                     *(leader_tls if leader_tls is not None else _tls_flags(pki, "leader")), *leader_extra],
+                    tmp / "leader.out")
+    try:
+        rc_l, rc_f = leader.wait(timeout), follower.wait(timeout)
+    finally:
+        for proc in (leader, follower):
+            if proc.poll() is None:
+                proc.kill()
+    return rc_l, rc_f, (tmp / "leader.out").read_text(), (tmp / "follower.out").read_text()
+
+
+def test_two_processes_mutual_tls_match_local(runs, pki, tmp_path):
+    rc_l, rc_f, out_l, out_f = _two_processes(tmp_path, pki, leader_extra=("--save_ckpt_steps", "0"),
+                                              follower_extra=("--save_ckpt_steps", "0"))
+    assert rc_l == 0 and rc_f == 0, (out_l[-3000:], out_f[-3000:])
+    assert "mutual TLS" in out_l and "mutual TLS" in out_f
+    losses = [r["loss"] for r in json.loads((tmp_path / "leader_loss.json").read_text())]
+    assert _rel(losses, runs["split"]["losses"]) <= 1e-5
+    result = json.loads(out_f.split("FOLLOWER-RESULT", 1)[1].strip().splitlines()[0])
+    assert result["step"] == STEPS
+    assert set(result["keys"]) == {"embedding_table", "attention_mask", "output.hidden_states"}
+    assert not result["src_dataset_loaded"]
+    assert f"epoch 1 step {STEPS}/{STEPS} loss: " in (tmp_path / "leader.log").read_text()
+
+
+def test_mismatched_configs_fail_fast_on_both_sides(pki, tmp_path):
+    t0 = time.time()
+    rc_l, rc_f, out_l, out_f = _two_processes(tmp_path, pki, follower_extra=("--seq_length", "16"), timeout=120)
+    assert rc_l == 1 and rc_f == 1
+    for out in (out_l, out_f):
+        assert "startup handshake failed" in out and "seq_length: ours" in out, out[-2000:]
+    assert "seq_length: ours 32, peer 16" in out_l and "seq_length: ours 16, peer 32" in out_f
+    assert time.time() - t0 < 90
+
+
+def test_unreachable_peer_fails_within_seconds(tmp_path, pki):
+    t0 = time.time()
+    proc = subprocess.run([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"),
+                           "--http_server_address", f"127.0.0.1:{_free_port()}",
+                           "--remote_server_address", f"127.0.0.1:{_free_port()}", *COMMON, "--synthetic",
+                           "--output_dir", str(tmp_path), "--log_file", str(tmp_path / "l.log"),
+                           "--peer_timeout", "4", *_tls_flags(pki, "leader")],
+                          cwd=str(EXAMPLE_DIR), capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 1
+    assert "cannot reach the follower at 127.0.0.1:" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    assert time.time() - t0 < 60
+
+
+def test_wrong_certificate_password_is_a_clear_error(tmp_path, pki):
+    flags = _tls_flags(pki, "leader")
+    flags[flags.index("--server_password") + 1] = "wrong"
+    proc = subprocess.run([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *COMMON, "--synthetic",
+                           "--output_dir", str(tmp_path), "--log_file", str(tmp_path / "l.log"),
+                           "--http_server_address", f"127.0.0.1:{_free_port()}", *flags],
+                          cwd=str(EXAMPLE_DIR), capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 1
+    text = proc.stdout + proc.stderr
+    assert "leader stopped" in text and "password" in text.lower(), text[-2000:]
+
+
+# ------------------------------------------------------------------------------ slow: stop / restart
+def _wait_for(paths, procs, timeout=240.0) -> None:
+    t0 = time.time()
+    while not all(p.exists() for p in paths):
+        assert all(p.poll() is None for p in procs), "a party exited early"
+        assert time.time() - t0 < timeout, f"timed out waiting for {paths}"
+        time.sleep(0.1)
+
+
+def _party_cmds(tmp: Path, pki: Path, pl: int, pf: int, resume: bool):
+    out = tmp / "out"
+    extra = ["--save_ckpt_steps", "20", "--output_dir", str(out), "--peer_timeout", "60"] + (["--resume"] if resume else [])
+    tag = "2" if resume else "1"
+    follower = [PYTHON, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), "--http_server_address", f"127.0.0.1:{pf}",
+                "--remote_server_address", f"127.0.0.1:{pl}", *COMMON, *extra, "--log_file",
+                str(tmp / f"follower{tag}.log"), *_tls_flags(pki, "follower")]
+    leader = [PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), "--http_server_address", f"127.0.0.1:{pl}",
+              "--remote_server_address", f"127.0.0.1:{pf}", *COMMON, "--synthetic", *extra, "--log_file",
+              str(tmp / f"leader{tag}.log"), "--loss_log", str(tmp / "leader_loss.json"), *_tls_flags(pki, "leader")]
+    return leader, follower
+
+
+@pytest.mark.slow
+def test_two_processes_stop_both_and_resume(runs, pki, tmp_path):
+    """Kill both parties after their step-20 checkpoints, restart both with --resume: steps 21..30
+    and the final checkpoints equal the uninterrupted run's."""
+    pl, pf = _free_port(), _free_port()
+    leader_cmd, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=False)
+    procs = [_start(follower_cmd, tmp_path / "f1.out"), _start(leader_cmd, tmp_path / "l1.out")]
+    ck = tmp_path / "out" / "checkpoints"
+    try:
+        _wait_for([ck / "leader" / "head_loss_net_step_20.ckpt", ck / "follower" / "backbone_loss_net_step_20.ckpt"],
+                  procs)
+        time.sleep(1.0)  # let them run into step 21+ before the "crash"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+    assert not (ck / "leader" / "head_loss_net_step_30.ckpt").exists()
+    leader_cmd, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=True)
+    procs = [_start(follower_cmd, tmp_path / "f2.out"), _start(leader_cmd, tmp_path / "l2.out")]
+    rcs = [p.wait(300) for p in procs]
+    assert rcs == [0, 0], ((tmp_path / "l2.out").read_text()[-3000:], (tmp_path / "f2.out").read_text()[-3000:])
+    records = json.loads((tmp_path / "leader_loss.json").read_text())
+    resumed = [r["loss"] for r in records if r["step"] > 20]
+    np.testing.assert_array_equal(resumed, runs["split"]["losses"][20:])
+    ref = runs["root"] / "split" / "checkpoints"
+    for party, name in (("leader", "embedding_loss_net"), ("leader", "head_loss_net"),
+                        ("follower", "backbone_loss_net")):
+        a = ms.load_checkpoint(str(ref / party / f"{name}_step_30.ckpt"))
+        b = ms.load_checkpoint(str(ck / party / f"{name}_step_30.ckpt"))
+        assert set(a) == set(b)
+        for key in a:
+            np.testing.assert_array_equal(a[key].asnumpy(), b[key].asnumpy(), err_msg=f"{name}: {key}")
+
+
+@pytest.mark.slow
+def test_follower_restarted_mid_run_stops_both_naming_steps(pki, tmp_path):
+    pl, pf = _free_port(), _free_port()
+    leader_cmd, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=False)
+    follower = _start(follower_cmd, tmp_path / "f1.out")
+    leader = _start(leader_cmd, tmp_path / "l1.out")
+    try:
+        _wait_for([tmp_path / "out" / "checkpoints" / "follower" / "backbone_loss_net_step_20.ckpt"],
+                  [leader, follower])
+        time.sleep(1.0)
+        follower.kill()
+        follower.wait()
+        _, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=True)
+        t0 = time.time()
+        restarted = _start(follower_cmd, tmp_path / "f2.out")
+        rc_f, rc_l = restarted.wait(120), leader.wait(120)
+    finally:
+        for proc in (leader, follower):
+            if proc.poll() is None:
+                proc.kill()
+    out_l, out_f = (tmp_path / "l1.out").read_text(), (tmp_path / "f2.out").read_text()
+    assert rc_l == 1 and rc_f == 1, (out_l[-2000:], out_f[-2000:])
+    assert time.time() - t0 < 90
+    # each side names the steps: the restarted follower is at 20, the leader further on
+    assert "follower restarted" in out_l or "mid-run" in out_f, (out_l[-2000:], out_f[-2000:])
+    assert "step 20" in out_l + out_f
+    assert "leader stopped" in out_l and "follower stopped" in out_f
