@@ -51,6 +51,8 @@ class PanguAlphaConfig:
     loss_scale: float = 2.0 ** 32
     loss_scale_window: int = 1000
     clip_norm: float = 1.0
+    # execution: in PyNative mode compile each (sub-)network's forward with mindspore.jit
+    jit_forward: bool = True
 
     def __post_init__(self) -> None:
         self.validate()

@@ -30,7 +30,7 @@ from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common import dtype as mstype
 
 from .optim import PanguOptimizer, grads_overflow, grads_sq_norm, unscale_grads
-from .pangu_alpha import MaskedCrossEntropy, PanguAlphaBackbone, PanguAlphaHead, split_input_ids
+from .pangu_alpha import MaskedCrossEntropy, PanguAlphaBackbone, PanguAlphaHead, jit_forward, split_input_ids
 from .pangu_alpha_config import PanguAlphaConfig
 
 logger = logging.getLogger(__name__)
@@ -64,6 +64,8 @@ class EmbeddingLossNet(nn.Cell):
         super().__init__()
         self.backbone = PanguAlphaBackbone(config, parts=("embedding",))
         self.seq_length = config.seq_length
+        # Not jit-compiled: a compiled graph that returns a Parameter (the word table) drops the
+        # gradient flowing back into that output in MindSpore 2.10, and two lookups gain nothing.
 
     def construct(self, input_ids: Tensor, position_id: Tensor, attention_mask: Tensor):
         tokens = input_ids[:, :self.seq_length]
@@ -77,6 +79,7 @@ class BackboneLossNet(nn.Cell):
     def __init__(self, config: PanguAlphaConfig) -> None:
         super().__init__()
         self.backbone = PanguAlphaBackbone(config, parts=("blocks",))
+        jit_forward(self, config.jit_forward)
 
     def construct(self, embedding_table: Tensor, attention_mask: Tensor) -> Tensor:
         return self.backbone.run_blocks(embedding_table, attention_mask)
@@ -94,6 +97,7 @@ class HeadLossNet(nn.Cell):
         self.head = PanguAlphaHead(config)
         self.loss = MaskedCrossEntropy()
         self.eod_id = config.eod_id
+        jit_forward(self, config.jit_forward)
 
     def logits(self, hidden_states: Tensor, input_ids: Tensor, word_table: Tensor, position_id: Tensor,
                attention_mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

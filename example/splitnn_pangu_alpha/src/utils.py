@@ -89,9 +89,12 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g = parser.add_argument_group("PanGu-alpha training")
     g.add_argument("--config", default="tiny",
                    help="model preset: tiny, small, 350M, 2.6B, 13B, 200B (default tiny)")
-    g.add_argument("--mode", default="graph", choices=["pynative", "graph"],
-                   help="MindSpore execution mode (default graph: ~10x faster than pynative on CPU)")
+    g.add_argument("--mode", default="pynative", choices=["pynative", "graph"],
+                   help="MindSpore execution mode (default pynative: with --jit_forward it is the "
+                        "fastest on CPU, and the split programs need it to reuse forward passes)")
     g.add_argument("--device_target", default="CPU", help="MindSpore device target (default CPU)")
+    g.add_argument("--jit_forward", type=str2bool, default=True,
+                   help="in pynative mode, compile each network's forward with mindspore.jit (default true)")
     g.add_argument("--per_batch_size", type=int, default=None, help="batch size (default: preset's)")
     g.add_argument("--seq_length", type=int, default=None, help="model sequence length S (records hold S+1 ids)")
     g.add_argument("--vocab_size", type=int, default=None,
@@ -189,7 +192,7 @@ def config_from_args(args: argparse.Namespace, **extra: Any):
                      batch_size=args.per_batch_size, param_init_seed=args.seed,
                      start_lr=args.start_lr, end_lr=args.end_lr, weight_decay=args.weight_decay,
                      loss_scale=args.loss_scale, loss_scale_window=args.loss_scale_window,
-                     clip_norm=args.clip_norm)
+                     clip_norm=args.clip_norm, jit_forward=getattr(args, "jit_forward", True))
     overrides.update(extra)
     return get_config(args.config, **overrides)
 
