@@ -176,7 +176,7 @@ def main(argv: Optional[List[str]] = None) -> int:
           f"{args.warmup} warm-up steps, synthetic data, dropout 0.\n")
     print("| run | steps/s | vs centralised graph | vs centralised PyNative | peak RSS (MiB) |")
     print("|---|---|---|---|---|")
-    names = {"central_graph": "centralised, graph mode", "central_pynative": "centralised, PyNative",
+    names = {"central_graph": "centralised, graph mode", "central_pynative": "centralised, PyNative + jit forward",
              "split_local": "split, one process (A+B)", "split_tls": "split, two processes, mutual TLS"}
     for mode, r in results.items():
         rss = (f"A {r['rss_leader_mib']:.0f} / B {r['rss_follower_mib']:.0f}" if "rss_leader_mib" in r

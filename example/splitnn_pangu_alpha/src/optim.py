@@ -81,6 +81,12 @@ def grads_overflow(grads: Tuple[Tensor, ...]) -> Tensor:
     return ops.logical_not(ms.amp.all_finite(grads))
 
 
+def local_grad_stats(grads: Tuple[Tensor, ...], loss_scale: Tensor) -> Tuple[Tuple[Tensor, ...], Tensor, Tensor]:
+    """One party's share of a step: (unscaled grads, squared norm, overflow flag)."""
+    unscaled = unscale_grads(grads, loss_scale)
+    return unscaled, grads_sq_norm(unscaled), grads_overflow(unscaled)
+
+
 def clip_grads(grads: Tuple[Tensor, ...], global_norm: Tensor, clip_norm: float = 1.0) -> Tuple[Tensor, ...]:
     """Scale grads by clip_norm / max(global_norm, clip_norm) (no-op when the norm is small)."""
     norm = ops.cast(global_norm, mstype.float32)

@@ -29,7 +29,7 @@ import mindspore as ms
 from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common import dtype as mstype
 
-from .optim import PanguOptimizer, grads_overflow, grads_sq_norm, unscale_grads
+from .optim import PanguOptimizer, local_grad_stats
 from .pangu_alpha import MaskedCrossEntropy, PanguAlphaBackbone, PanguAlphaHead, jit_forward, split_input_ids
 from .pangu_alpha_config import PanguAlphaConfig
 
@@ -262,10 +262,10 @@ class PanguAlphaAdam(nn.Cell):
         if len(grads) != len(self.parameters):
             raise ValueError(f"apply_gradients: got {len(grads)} gradients for {len(self.parameters)} parameters")
         scale = ops.cast(self.optimizer.get_loss_scale(), mstype.float32) * 1.0
-        unscaled = unscale_grads(grads, scale)
+        unscaled, sq_norm, overflow = local_grad_stats(grads, scale)
         object.__setattr__(self, "_pending", unscaled)
-        object.__setattr__(self, "sq_norm", grads_sq_norm(unscaled))
-        object.__setattr__(self, "overflow", grads_overflow(unscaled))
+        object.__setattr__(self, "sq_norm", sq_norm)
+        object.__setattr__(self, "overflow", overflow)
 
     @property
     def has_pending(self) -> bool:
