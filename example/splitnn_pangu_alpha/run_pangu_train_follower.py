@@ -28,7 +28,7 @@ logger = logging.getLogger("run_pangu_train_follower")
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Split PanGu-alpha, party B (follower: transformer blocks)")
     add_training_args(parser)
-    add_split_args(parser, communicator=True)
+    add_split_args(parser, communicator=True, data_owner=False)
     split_defaults(parser)
     parser.set_defaults(http_server_address="127.0.0.1:10086", remote_server_address="127.0.0.1:10087",
                         log_file="follower_process.log")

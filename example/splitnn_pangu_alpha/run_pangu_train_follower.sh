@@ -7,11 +7,12 @@
 #
 # e.g.  bash run_pangu_train_follower.sh 127.0.0.1:10086 127.0.0.1:10087 true "$PW" "$PW" \
 #           certs/follower_server.p12 certs/follower_client.p12 certs/ca.pem
+# Compressed wire: add --compress min_max6 (or fp16, min_max8) on BOTH parties.
 # Model flags (--config, --seq_length, --per_batch_size, ...) must match the leader's; the
 # handshake refuses to start otherwise. Log: also in follower_process.log (--log_file).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-usage() { sed -n '2,12p' "$HERE/run_pangu_train_follower.sh"; exit 2; }
+usage() { sed -n '2,13p' "$HERE/run_pangu_train_follower.sh"; exit 2; }
 [ $# -ge 2 ] || usage
 ARGS=(--http_server_address "$1" --remote_server_address "$2")
 shift 2

@@ -46,7 +46,8 @@ from .utils import LossLog, latest_checkpoint, step_log_line
 logger = logging.getLogger(__name__)
 
 __all__ = ["Kind", "ProtocolError", "PeerAborted", "LocalChannel", "CommChannel", "LeaderParty",
-           "FollowerParty", "add_split_args", "split_defaults", "schedule", "message_bytes"]
+           "FollowerParty", "add_split_args", "split_defaults", "schedule", "message_bytes", "WIRE_MODES",
+           "party_yaml", "yaml_compress_configs"]
 
 LEADER, FOLLOWER = "leader", "follower"
 ROLE_CODES = {LEADER: 1, FOLLOWER: 2}
@@ -106,44 +107,176 @@ def step_of(msg: Mapping) -> int:
 
 
 def _text(msg: Mapping) -> str:
-    raw = msg["meta"].get("text")
-    return bytes(_array(raw).astype(np.uint8).tolist()).decode("utf-8", "replace") if raw is not None else ""
+    return _text_array_value(msg["meta"].get("text"), "")
 
 
-def message_bytes(msg: Mapping) -> int:
+def _text_array_value(raw: Any, default: str = "none") -> str:
+    """A string sent as a uint8 array (absent: `default`)."""
+    if raw is None:
+        return default
+    return bytes(_array(raw).astype(np.uint8).reshape(-1).tolist()).decode("utf-8", "replace")
+
+
+def message_bytes(msg: Mapping, compress_configs: Optional[Mapping] = None) -> int:
     """Size of the message as the codec puts it on the wire (protobuf payload)."""
     from mindspore_federated.communication import codec  # pylint: disable=import-outside-toplevel
-    return len(codec.dumps(msg))
+    return len(codec.dumps(msg, compress_configs))
+
+
+# ----------------------------------------------------------------------------------------------
+# compression of the exchanged tensors (yaml variants) and EmbeddingDP
+# ----------------------------------------------------------------------------------------------
+# --compress: which yaml the parties load. min_max6 is yaml/*_compressed.yaml as written; fp16 and
+# min_max8 rewrite its min_max items (the 1-bit bit_pack of the attention mask is kept).
+WIRE_MODES = ("none", "fp16", "min_max8", "min_max6")
+_REWRITE = {"fp16": {"compress_type": "fp16"}, "min_max8": {"compress_type": "min_max", "bit_num": 8}}
+
+
+def _rewrite_min_max(raw: Any, setting: Mapping[str, Any]) -> Any:
+    """Copy of a yaml dict with every min_max item replaced by `setting`."""
+    if isinstance(raw, list):
+        return [_rewrite_min_max(item, setting) for item in raw]
+    if not isinstance(raw, Mapping):
+        return raw
+    out = {k: _rewrite_min_max(v, setting) for k, v in raw.items()}
+    if out.get("compress_type") == "min_max":
+        out.pop("bit_num", None)
+        out.update(setting)
+    return out
+
+
+def party_yaml(name: str, compress: str = "none", embedding_dp: bool = False,
+               embedding_dp_eps: Optional[float] = None) -> FLYamlData:
+    """The yaml of one sub-network (embedding, head, backbone) for a --compress / --embedding_dp choice.
+
+    With EmbeddingDP the embedding party loads yaml/embedding_dp.yaml whatever --compress says: its
+    activations are 0/1 codes, which only lossless 1-bit bit_pack makes sense for (min_max on them
+    is refused by FLModel); `embedding_dp_eps` (None = quantisation only) replaces the file's eps.
+    """
+    if compress not in WIRE_MODES:
+        raise ValueError(f"--compress {compress!r}: choose one of {', '.join(WIRE_MODES)}")
+    if embedding_dp and name == "embedding":
+        raw = FLYamlData(yaml_path("embedding_dp")).yaml_data
+        raw = dict(raw, privacy={"embedding_dp": {"eps": embedding_dp_eps}})
+        return FLYamlData.from_dict(raw)
+    if compress == "none":
+        return FLYamlData(yaml_path(name))
+    data = FLYamlData(yaml_path(f"{name}_compressed"))
+    if compress == "min_max6":
+        return data
+    return FLYamlData.from_dict(_rewrite_min_max(data.yaml_data, _REWRITE[compress]))
+
+
+def yaml_compress_configs(*yamls: FLYamlData) -> Dict[str, Any]:
+    """{tensor: CompressConfig} declared by these yamls, as FLModel.get_compress_configs returns it.
+
+    For the follower, whose FLModel can only be built after the handshake (its LR schedule comes
+    from the leader) while its communicator must exist before it; checked against the FLModel's
+    own answer once built (`check_wire_configs`).
+    """
+    from mindspore_federated import CompressConfig  # pylint: disable=import-outside-toplevel
+    configs: Dict[str, Any] = {}
+    for data in yamls:
+        for tensor, conf in data.compress_configs.items():
+            configs[tensor] = CompressConfig(conf["compress_type"], conf["bit_num"])
+    return configs
+
+
+def merged_compress_configs(*models: FLModel) -> Dict[str, Any]:
+    """The configs of every tensor a party sends: the union over its FLModels (names must agree)."""
+    merged: Dict[str, Any] = {}
+    for model in models:
+        for tensor, conf in model.get_compress_configs().items():
+            if tensor in merged and merged[tensor] != conf:
+                raise ValueError(f"tensor '{tensor}': the party's yamls declare {merged[tensor]} and {conf}")
+            merged[tensor] = conf
+    return merged
+
+
+def describe_wire(configs: Mapping[str, Any]) -> str:
+    """'embedding_table min_max/6, attention_mask bit_pack/1' (for the log)."""
+    if not configs:
+        return "uncompressed"
+    return ", ".join(f"{k} {c.compress_type}/{c.bit_num}" for k, c in sorted(configs.items()))
+
+
+def _text_array(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode("utf-8"), np.uint8).copy()
+
+
+# bit_pack of a non-finite or out-of-range tensor falls back to raw bytes, but min_max (NaN/Inf)
+# and fp16/bf16 (finite values beyond the half range) raise. A gradient like that only occurs on
+# an overflowed step, which the parties skip anyway, so it is sent as zeros with the overflow flag.
+_HALF_LIMIT = {"fp16": 65504.0, "bf16": 3.3895313892515355e38}
+
+
+def wire_safe_gradient(grad: Any, config: Any) -> Tuple[Any, bool]:
+    """(tensor to send, overflow) for a gradient that a lossy compressor could not encode."""
+    if config is None or config.compress_type not in ("min_max", "fp16", "bf16"):
+        return grad, False
+    array = _array(grad)
+    if array.size == 0:
+        return grad, False
+    finite = bool(np.isfinite(array).all())
+    if finite and config.compress_type in _HALF_LIMIT:
+        finite = float(np.max(np.abs(array))) <= _HALF_LIMIT[config.compress_type]
+    if finite:
+        return grad, False
+    logger.info("a gradient for the peer is not representable under %s (overflow): sent as zeros, "
+                "the step is skipped", config.compress_type)
+    return Tensor(np.zeros(array.shape, array.dtype)), True
 
 
 # ----------------------------------------------------------------------------------------------
 # channels
 # ----------------------------------------------------------------------------------------------
 class LocalChannel:
-    """One end of an in-memory duplex channel: both parties in one process, tensors not copied.
+    """One end of an in-memory duplex channel: both parties in one process.
 
-    `measure=True` also records the bytes each message would take on the wire (benchmarks).
+    By default tensors are handed over as they are (not copied). `measure=True` also records the
+    bytes each message would take on the wire (benchmarks). `wire=True` sends every message through
+    the codec -- encoded with this end's `compress_configs`, decoded for the peer -- so the one-process
+    run sees exactly what the communicator would deliver (compression error included), counts the
+    real bytes and times encode/decode (`codec_seconds`).
     """
 
-    def __init__(self, inbox: Deque, outbox: Deque, name: str, measure: bool = False) -> None:
-        self._inbox, self._outbox, self.name, self.measure = inbox, outbox, name, measure
+    def __init__(self, inbox: Deque, outbox: Deque, name: str, measure: bool = False, wire: bool = False,
+                 compress_configs: Optional[Mapping[str, Any]] = None) -> None:
+        self._inbox, self._outbox, self.name = inbox, outbox, name
+        self.wire = wire
+        self.measure = measure or wire
+        self.compress_configs: Dict[str, Any] = dict(compress_configs or {})
         self.bytes_sent = 0
         self.messages_sent = 0
+        self.codec_seconds = 0.0
         self.sent_log: List[Tuple[int, int]] = []  # (kind, bytes) when measuring
 
     @staticmethod
-    def pair(measure: bool = False) -> Tuple["LocalChannel", "LocalChannel"]:
+    def pair(measure: bool = False, wire: bool = False) -> Tuple["LocalChannel", "LocalChannel"]:
         a_to_b: Deque = deque()
         b_to_a: Deque = deque()
-        return (LocalChannel(b_to_a, a_to_b, LEADER, measure), LocalChannel(a_to_b, b_to_a, FOLLOWER, measure))
+        return (LocalChannel(b_to_a, a_to_b, LEADER, measure, wire),
+                LocalChannel(a_to_b, b_to_a, FOLLOWER, measure, wire))
+
+    def set_compress_configs(self, configs: Mapping[str, Any]) -> None:
+        self.compress_configs = dict(configs)
 
     def send(self, msg: Dict) -> None:
+        if self.wire:
+            from mindspore_federated.communication import codec  # pylint: disable=import-outside-toplevel
+            t0 = time.perf_counter()
+            data = codec.dumps(msg, self.compress_configs or None)
+            delivered = codec.loads(data)
+            self.codec_seconds += time.perf_counter() - t0
+            size = len(data)
+        else:
+            delivered = msg
+            size = message_bytes(msg, self.compress_configs or None) if self.measure else 0
         if self.measure:
-            size = message_bytes(msg)
             self.bytes_sent += size
             self.sent_log.append((kind_of(msg), size))
         self.messages_sent += 1
-        self._outbox.append(msg)
+        self._outbox.append(delivered)
 
     def recv(self, timeout: Optional[float] = None) -> Dict:  # pylint: disable=unused-argument
         if not self._inbox:
@@ -159,15 +292,31 @@ class LocalChannel:
 
 
 class CommChannel:
-    """The channel to the peer over VerticalFederatedCommunicator (two processes / two servers)."""
+    """The channel to the peer over VerticalFederatedCommunicator (two processes / two servers).
 
-    def __init__(self, communicator: Any, peer: str, recv_timeout: float) -> None:
+    `bytes_sent` counts the protobuf payload of every message as the communicator streams it
+    (its segments are re-encoded here with the same compress configs and addresses: the
+    communicator has no byte counter; the extra encode is small next to a training step).
+    """
+
+    def __init__(self, communicator: Any, peer: str, recv_timeout: float,
+                 compress_configs: Optional[Mapping[str, Any]] = None, count_bytes: bool = True) -> None:
         self.comm = communicator
         self.peer = peer
         self.recv_timeout = recv_timeout
         self.messages_sent = 0
+        self.bytes_sent = 0
+        self.compress_configs: Dict[str, Any] = dict(compress_configs or {})
+        self.count_bytes = count_bytes
         address = communicator.remote_server_configs[peer].server_address
         self.where = f"{peer} at {address}"
+
+    def _size(self, msg: Mapping) -> int:
+        from mindspore_federated.communication import codec  # pylint: disable=import-outside-toplevel
+        segments = codec.dumps_segments(msg, self.compress_configs or None,
+                                        send_addr=self.comm.http_server_config.server_address,
+                                        recv_addr=self.comm.remote_server_configs[self.peer].server_address)
+        return sum(len(seg) for seg in segments)
 
     def send(self, msg: Dict) -> None:
         try:
@@ -176,6 +325,8 @@ class CommChannel:
             raise ConnectionError(f"cannot reach the {self.where}: {err} (is it running and listening, "
                                   f"are the addresses/certificates right?)") from err
         self.messages_sent += 1
+        if self.count_bytes:
+            self.bytes_sent += self._size(msg)
 
     def recv(self, timeout: Optional[float] = None) -> Dict:
         wait = self.recv_timeout if timeout is None else timeout
@@ -215,8 +366,12 @@ class _Party:
     role = ""
     peer_role = ""
 
-    def __init__(self, channel: Any) -> None:
+    def __init__(self, channel: Any, compress: str = "none") -> None:
         self.channel = channel
+        # the --compress choice: part of the startup handshake, both parties must load the same
+        # yaml variant (a compressed tensor decodes at any receiver, but a party that expects
+        # uncompressed gradients would train with a different model of the run)
+        self.compress = compress
 
     @property
     def global_step(self) -> int:
@@ -252,7 +407,7 @@ class _Party:
     # ---- startup handshake
     def send_hello(self, fingerprint: np.ndarray, **extra: Any) -> None:
         self.channel.send(make_message(Kind.HELLO, self.global_step, role=ROLE_CODES[self.role],
-                                       fingerprint=fingerprint, **extra))
+                                       fingerprint=fingerprint, compress=_text_array(self.compress), **extra))
 
     def check_hello(self, msg: Mapping, fingerprint: np.ndarray) -> Mapping:
         """Validate the peer's handshake: role, config fingerprint, global step."""
@@ -274,6 +429,10 @@ class _Party:
         mismatch = describe_fingerprint_mismatch(fingerprint, _array(meta["fingerprint"]))
         if mismatch:
             errors.append(f"model/optimizer settings differ between the parties: {mismatch}")
+        peer_compress = _text_array_value(meta.get("compress"))
+        if peer_compress != self.compress:
+            errors.append(f"wire compression differs between the parties: --compress ours {self.compress}, "
+                          f"peer {peer_compress} (start both with the same --compress)")
         peer_step = step_of(msg)
         if peer_step != self.global_step:
             errors.append(f"the {self.role} starts at step {self.global_step} but the {self.peer_role} at step "
@@ -302,13 +461,15 @@ class LeaderParty(_Party):
     role, peer_role = LEADER, FOLLOWER
 
     def __init__(self, config: PanguAlphaConfig, warmup: int, decay: int, channel: Any,
-                 pump: Callable[[], Any] = lambda: None) -> None:
-        super().__init__(channel)
+                 pump: Callable[[], Any] = lambda: None, compress: str = "none", embedding_dp: bool = False,
+                 embedding_dp_eps: Optional[float] = None, seed: Optional[int] = None) -> None:
+        super().__init__(channel, compress)
         self.config = config
         self.pump = pump
         self.embedding_net = EmbeddingLossNet(config)
         self.head_net = HeadLossNet(config)
-        emb_yaml, head_yaml = FLYamlData(yaml_path("embedding")), FLYamlData(yaml_path("head"))
+        emb_yaml = party_yaml("embedding", compress, embedding_dp, embedding_dp_eps)
+        head_yaml = party_yaml("head", compress)
         self.embedding_opt = PanguAlphaAdam(self.embedding_net, emb_yaml, config, warmup, decay)
         self.head_opt = PanguAlphaAdam(self.head_net, head_yaml, config, warmup, decay)
         self.metric = PerplexityMetric()
@@ -318,6 +479,13 @@ class LeaderParty(_Party):
         self.set_train(True)
         self.last_overflow = False
         self.last_scale = 0.0
+        # FLModel applies EmbeddingDP in forward_one_step only; evaluation crosses the boundary too,
+        # so the same mechanism (same eps) is applied to the eval activations here
+        self.eval_dp = None
+        if emb_yaml.use_embedding_dp:
+            from mindspore_federated.privacy import EmbeddingDP  # pylint: disable=import-outside-toplevel
+            self.eval_dp = EmbeddingDP(emb_yaml.embedding_dp_eps, seed=seed)
+        self.wire_configs = merged_compress_configs(self.embedding, self.head)
 
     @property
     def global_step(self) -> int:
@@ -342,19 +510,23 @@ class LeaderParty(_Party):
                 "position_id": Tensor(np.asarray(batch["position_id"], np.int32)),
                 "attention_mask": Tensor(np.asarray(batch["attention_mask"], np.float32))}
         emb = self.embedding.forward_one_step(data)
+        # The mask is A's own input passed through the embedding net: send and use the input itself
+        # (FLModel's EmbeddingDP randomises every float remote output, the 0/1 mask included).
+        mask = data["attention_mask"]
         scale = _scale_tensor(self.head_opt)
         self.channel.send(make_message(Kind.FWD, step, {"embedding_table": emb["embedding_table"],
-                                                        "attention_mask": emb["attention_mask"]},
+                                                        "attention_mask": mask},
                                        loss_scale=np.asarray(self.head_opt.loss_scale_value(), np.float32)))
         self.pump()
         reply = self._expect(self.channel.recv(), Kind.HIDDEN, step)
         remote = {"hidden_states": reply["hidden_states"]}
         local = {"input_ids": data["input_ids"], "word_table": emb["word_table"],
-                 "position_id": emb["position_id"], "attention_mask": emb["attention_mask"]}
+                 "position_id": emb["position_id"], "attention_mask": mask}
         loss = self.head.forward_one_step(local, remote)["output"]
         head_grads = self.head.backward_one_step(local, remote, sens={"loss_scale": {"output": scale}})
-        self.channel.send(make_message(Kind.GRAD, step,
-                                       {"output": {"hidden_states": head_grads["output"]["hidden_states"]}}))
+        hidden_grad, unsendable = wire_safe_gradient(head_grads["output"]["hidden_states"],
+                                                     self.wire_configs.get("hidden_states"))
+        self.channel.send(make_message(Kind.GRAD, step, {"output": {"hidden_states": hidden_grad}}))
         self.pump()
         reply = self._expect(self.channel.recv(), Kind.EMB_GRAD, step)
         self.embedding.backward_one_step(data, sens={
@@ -366,7 +538,7 @@ class LeaderParty(_Party):
         peer_sq, peer_of = float(_num(reply["meta"]["sq_norm"])), bool(_num(reply["meta"]["overflow"]))
         total_sq = np.float32(head_sq) + np.float32(emb_sq) + np.float32(peer_sq)
         global_norm = np.sqrt(np.float32(total_sq)).astype(np.float32)
-        overflow = bool(head_of or emb_of or peer_of or not np.isfinite(total_sq))
+        overflow = bool(head_of or emb_of or peer_of or unsendable or not np.isfinite(total_sq))
         self.channel.send(make_message(Kind.DECISION, step, global_norm=global_norm, overflow=np.asarray(overflow),
                                        save=np.asarray(bool(save))))
         self.pump()
@@ -390,12 +562,15 @@ class LeaderParty(_Party):
                         "position_id": Tensor(np.asarray(batch["position_id"], np.int32)),
                         "attention_mask": Tensor(np.asarray(batch["attention_mask"], np.float32))}
                 emb = self.embedding.eval_one_step(data)
-                self.channel.send(make_message(Kind.EVAL, i, {"embedding_table": emb["embedding_table"],
-                                                              "attention_mask": emb["attention_mask"]}))
+                activations = emb["embedding_table"]
+                if self.eval_dp is not None:
+                    activations = self.eval_dp(activations)
+                self.channel.send(make_message(Kind.EVAL, i, {"embedding_table": activations,
+                                                              "attention_mask": data["attention_mask"]}))
                 self.pump()
                 reply = self._expect(self.channel.recv(), Kind.EVAL_HIDDEN, i)
                 local = {"input_ids": data["input_ids"], "word_table": emb["word_table"],
-                         "position_id": emb["position_id"], "attention_mask": emb["attention_mask"]}
+                         "position_id": emb["position_id"], "attention_mask": data["attention_mask"]}
                 self.head.eval_one_step(local, {"hidden_states": reply["hidden_states"]})
         finally:
             self.set_train(True)
@@ -440,13 +615,16 @@ class FollowerParty(_Party):
 
     role, peer_role = FOLLOWER, LEADER
 
-    def __init__(self, config: PanguAlphaConfig, channel: Any, checkpoint_dir: Optional[str] = None) -> None:
-        super().__init__(channel)
+    def __init__(self, config: PanguAlphaConfig, channel: Any, checkpoint_dir: Optional[str] = None,
+                 compress: str = "none") -> None:
+        super().__init__(channel, compress)
         self.config = config
         self.checkpoint_dir = checkpoint_dir
         self.net = BackboneLossNet(config)
         self.net.set_train(True)
-        self.yaml = FLYamlData(yaml_path("backbone"))
+        self.yaml = party_yaml("backbone", compress)
+        # known before the FLModel exists (the communicator is made before the handshake)
+        self.wire_configs = yaml_compress_configs(self.yaml)
         self.opt: Optional[PanguAlphaAdam] = None
         self.model: Optional[FLModel] = None
         self._start_step = 0
@@ -472,6 +650,9 @@ class FollowerParty(_Party):
     def build(self, warmup: int, decay: int) -> None:
         self.opt = PanguAlphaAdam(self.net, self.yaml, self.config, warmup, decay)
         self.model = FLModel(self.yaml, self.net, optimizers=self.opt)
+        if self.model.get_compress_configs() != self.wire_configs:
+            raise RuntimeError(f"compress configs from the backbone yaml {self.wire_configs} differ from "
+                               f"FLModel.get_compress_configs() {self.model.get_compress_configs()}")
         if getattr(self, "_resume_file", None):
             self.model.load_ckpt("train", self._resume_file)
             if self.model.global_step != self._start_step:
@@ -511,9 +692,11 @@ class FollowerParty(_Party):
             self._check_phase("forward", msg)
             grads = self.model.backward_one_step(remote_data_batch=self._remote, sens=msg)
             sq, overflow = self.opt.local_scalars()
+            emb_grad, unsendable = wire_safe_gradient(grads["hidden_states"]["embedding_table"],
+                                                      self.wire_configs.get("embedding_table"))
             self.channel.send(make_message(Kind.EMB_GRAD, step, {"hidden_states": {
-                "embedding_table": grads["hidden_states"]["embedding_table"]}},
-                sq_norm=np.asarray(sq, np.float32), overflow=np.asarray(overflow)))
+                "embedding_table": emb_grad}},
+                sq_norm=np.asarray(sq, np.float32), overflow=np.asarray(bool(overflow or unsendable))))
             self._remote = None
             self._phase = "backward"
         elif kind == Kind.DECISION:
@@ -561,9 +744,26 @@ def split_defaults(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(loss_scale=1024.0, mode="pynative")
 
 
-def add_split_args(parser: argparse.ArgumentParser, communicator: bool = True) -> argparse.ArgumentParser:
-    """Flags of the split programs on top of `add_training_args`."""
+def add_split_args(parser: argparse.ArgumentParser, communicator: bool = True,
+                   data_owner: bool = True) -> argparse.ArgumentParser:
+    """Flags of the split programs on top of `add_training_args` (`data_owner`: party A's flags too)."""
     g = parser.add_argument_group("split learning")
+    g.add_argument("--compress", choices=WIRE_MODES, default="none",
+                   help="compression of the exchanged tensors: none (yaml/*.yaml), min_max6 "
+                        "(yaml/*_compressed.yaml: 6-bit min_max on activations and their gradients, 1-bit "
+                        "bit_pack on the mask), min_max8 or fp16 (the same yaml with 8 bits / fp16 casts). "
+                        "Both parties must use the same choice (checked at the handshake)")
+    if data_owner:
+        g.add_argument("--embedding_dp", action="store_true",
+                       help="EmbeddingDP on the embedding activations sent to party B (yaml/embedding_dp.yaml: "
+                            "1-bit codes, sent as 1-bit bit_pack)")
+        g.add_argument("--embedding_dp_eps", type=float, default=None,
+                       help="with --embedding_dp: randomized response with this eps (default: none, "
+                            "deterministic 1-bit quantisation)")
+    if not communicator:
+        g.add_argument("--wire", action="store_true",
+                       help="one process: pass every message through the codec as the communicator would "
+                            "(on by default with --compress or --embedding_dp)")
     g.add_argument("--log_file", default=None, help="also write the log to this file")
     g.add_argument("--peer_timeout", type=float, default=120.0,
                    help="seconds to wait for the peer at startup (handshake) and for a send to be accepted")
@@ -584,8 +784,12 @@ def add_split_args(parser: argparse.ArgumentParser, communicator: bool = True) -
     return parser
 
 
-def make_communicator(args: argparse.Namespace, role: str) -> CommChannel:
-    """Launch this party's server and return the channel to the peer (names: leader / follower)."""
+def make_communicator(args: argparse.Namespace, role: str,
+                      compress_configs: Optional[Mapping[str, Any]] = None) -> CommChannel:
+    """Launch this party's server and return the channel to the peer (names: leader / follower).
+
+    `compress_configs`: {tensor: CompressConfig} of the tensors this party sends (from its FLModels).
+    """
     from mindspore_federated import ServerConfig, SSLConfig, VerticalFederatedCommunicator  # pylint: disable=import-outside-toplevel
     peer = FOLLOWER if role == LEADER else LEADER
     ssl_config = None
@@ -598,10 +802,10 @@ def make_communicator(args: argparse.Namespace, role: str) -> CommChannel:
                                args.client_cert_path, args.ca_cert_path, crl_path=args.crl_path)
     comm = VerticalFederatedCommunicator(
         ServerConfig(role, args.http_server_address), ServerConfig(peer, args.remote_server_address),
-        enable_ssl=bool(args.enable_ssl), ssl_config=ssl_config,
+        enable_ssl=bool(args.enable_ssl), ssl_config=ssl_config, compress_configs=compress_configs or None,
         connect_timeout=float(min(10.0, args.peer_timeout)), send_deadline=float(args.peer_timeout))
     comm.launch()
-    return CommChannel(comm, peer, args.step_timeout)
+    return CommChannel(comm, peer, args.step_timeout, compress_configs)
 
 
 def handshake(party: _Party, fingerprint: np.ndarray, timeout: float, **extra: Any) -> Mapping:
@@ -674,16 +878,31 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
     dirs = checkpoint_dirs(args)
     leader_dir = args.load_ckpt_path if (args.resume and args.load_ckpt_path) else dirs[LEADER]
 
+    compress = getattr(args, "compress", "none")
+    embedding_dp = bool(getattr(args, "embedding_dp", False))
+    eps = getattr(args, "embedding_dp_eps", None)
+    if eps is not None and not embedding_dp:
+        raise ValueError("--embedding_dp_eps needs --embedding_dp")
     follower: Optional[FollowerParty] = None
+    channel: Any = None
+    follower_channel: Any = None
     if local:
-        channel, follower_channel = LocalChannel.pair(measure)
-        follower = FollowerParty(config, follower_channel, dirs[FOLLOWER])
+        wire = bool(getattr(args, "wire", False)) or compress != "none" or embedding_dp
+        channel, follower_channel = LocalChannel.pair(measure, wire=wire)
+        follower = FollowerParty(config, follower_channel, dirs[FOLLOWER], compress=compress)
+        follower_channel.set_compress_configs(follower.wire_configs)
         pump: Callable[[], Any] = follower.serve_one
     else:
-        channel = make_communicator(args, LEADER)
         pump = lambda: None  # noqa: E731
     try:
-        leader = LeaderParty(config, warmup, decay, channel, pump)
+        leader = LeaderParty(config, warmup, decay, channel, pump, compress=compress, embedding_dp=embedding_dp,
+                             embedding_dp_eps=eps, seed=args.seed)
+        if local:
+            channel.set_compress_configs(leader.wire_configs)
+        else:
+            channel = leader.channel = make_communicator(args, LEADER, leader.wire_configs)
+        logger.info("wire: --compress %s%s; A sends %s", compress,
+                    f", EmbeddingDP eps={eps}" if embedding_dp else "", describe_wire(leader.wire_configs))
         start = 0
         if args.resume:
             if latest_checkpoint(leader_dir, leader.embedding.yaml_data.train_net.name) is None:
@@ -720,17 +939,26 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
         losses: List[float] = []
         saved: List[str] = []
         step, epoch = start, 1
+        wire_bytes: List[Tuple[int, int]] = []   # per step: (bytes A sent, bytes B sent or -1)
         t0 = now()
         for epoch, batch in source.iterate(start, num_epochs):
             if step >= total:
                 break
             next_step = step + 1
             save = bool(args.save_ckpt_steps) and (next_step % args.save_ckpt_steps == 0 or next_step == total)
+            sent_a = getattr(channel, "bytes_sent", 0)
+            sent_b = getattr(follower_channel, "bytes_sent", 0)
             loss = leader.train_step(batch, save=save)
             step = leader.global_step
             losses.append(loss)
+            a_bytes = getattr(channel, "bytes_sent", 0) - sent_a
+            b_bytes = getattr(follower_channel, "bytes_sent", 0) - sent_b if follower_channel is not None else -1
+            wire_bytes.append((a_bytes, b_bytes))
             record = {"step": step, "epoch": epoch, "loss": loss, "loss_scale": leader.last_scale,
-                      "overflow": int(leader.last_overflow), "elapsed_s": round(now() - t0, 4)}
+                      "overflow": int(leader.last_overflow), "elapsed_s": round(now() - t0, 4),
+                      "bytes_a_to_b": a_bytes}
+            if b_bytes >= 0:
+                record["bytes_b_to_a"] = b_bytes
             if not leader.last_overflow:
                 record["lr"] = lr_of(leader.head_opt, config, warmup, decay)
             else:
@@ -739,6 +967,9 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
             loss_log.add(**record)
             if step % max(args.log_steps, 1) == 0 or step == total:
                 logger.info(step_log_line(epoch, step, total, loss))
+                if a_bytes:
+                    logger.info("step %d wire bytes: A->B %d%s", step, a_bytes,
+                                f", B->A {b_bytes}" if b_bytes >= 0 else "")
             if save:
                 saved.extend(leader.save(leader_dir if args.resume and args.load_ckpt_path else dirs[LEADER]))
         elapsed = now() - t0
@@ -748,7 +979,11 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
                     trained / max(elapsed, 1e-9))
         result: Dict[str, Any] = {"losses": losses, "final_step": step, "checkpoints": saved, "config": config,
                                   "steps_per_second": trained / max(elapsed, 1e-9), "leader": leader,
-                                  "follower": follower, "channel": channel}
+                                  "follower": follower, "channel": channel, "follower_channel": follower_channel,
+                                  "wire_bytes": wire_bytes}
+        if wire_bytes and wire_bytes[-1][0]:
+            logger.info("wire bytes per training step (mean): A->B %.0f%s", np.mean([a for a, _ in wire_bytes]),
+                        f", B->A {np.mean([b for _, b in wire_bytes]):.0f}" if wire_bytes[-1][1] >= 0 else "")
         if args.eval_data_url or args.synthetic:
             eval_source = BatchSource(args, config, train=False)
             mean, ppl, tokens = leader.evaluate(eval_source.iterate(0, 1), args.eval_steps)
@@ -763,7 +998,7 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
             leader.abort(f"the leader failed: {type(err).__name__}: {err}")
         raise
     finally:
-        if not local:
+        if not local and channel is not None:
             channel.close()
 
 
@@ -799,9 +1034,11 @@ def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
     unknown = ("eod_id",) + (() if args.vocab_size else ("vocab_size",))
     fingerprint = config_fingerprint(config, unknown=unknown)
     directory = args.load_ckpt_path if (args.resume and args.load_ckpt_path) else checkpoint_dirs(args)[FOLLOWER]
-    channel = make_communicator(args, FOLLOWER)
+    compress = getattr(args, "compress", "none")
+    follower = FollowerParty(config, None, directory, compress=compress)
+    channel = follower.channel = make_communicator(args, FOLLOWER, follower.wire_configs)
+    logger.info("wire: --compress %s; B sends %s", compress, describe_wire(follower.wire_configs))
     try:
-        follower = FollowerParty(config, channel, directory)
         if args.resume:
             start = follower.resume_step(directory)
             logger.info("follower resumes at step %d (%s)", start, directory)
@@ -816,15 +1053,23 @@ def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
         t0 = now()
         start = follower.global_step
         last = start
+        bytes_per_step: List[int] = []
+        mark = channel.bytes_sent
         while follower.serve_one():
             step = follower.global_step
-            if step != last and (step % max(args.log_steps, 1) == 0 or step == total):
-                logger.info("follower step %d/%d", step, total)
+            if step != last:
+                bytes_per_step.append(channel.bytes_sent - mark)
+                mark = channel.bytes_sent
+                if step % max(args.log_steps, 1) == 0 or step == total:
+                    logger.info("follower step %d/%d, wire bytes B->A %d", step, total, bytes_per_step[-1])
             last = step
         elapsed = now() - t0
         logger.info("follower done at step %d (%d steps in %s)", follower.global_step,
                     follower.global_step - start, describe_time(elapsed))
+        if bytes_per_step:
+            logger.info("follower wire bytes per training step (mean): B->A %.0f", np.mean(bytes_per_step))
         return {"final_step": follower.global_step, "checkpoints": follower.saved,
-                "received_keys": sorted(follower.received_keys), "follower": follower}
+                "received_keys": sorted(follower.received_keys), "follower": follower,
+                "bytes_per_step": bytes_per_step}
     finally:
         channel.close()
