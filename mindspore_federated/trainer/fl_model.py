@@ -386,14 +386,20 @@ class FLModel:
             _PENDING_TAPES[:] = [t for t in _PENDING_TAPES if t is not self._tape]
         self._tape = None
 
-    def _privatize(self, named: "OrderedDict[str, Tensor]") -> "OrderedDict[str, Tensor]":
-        """EmbeddingDP on float outputs bound for the peer. The gradient that comes back is
-        applied to the exact activations (straight-through): the quantiser has no gradient."""
+    def _privatize(self, named: "OrderedDict[str, Tensor]", net: Optional[NetSpec] = None
+                   ) -> "OrderedDict[str, Tensor]":
+        """EmbeddingDP on the float activations bound for the peer. Outputs that merely pass an
+        input through (an attention mask, position ids) carry no learned features and are left
+        alone. The gradient that comes back is applied to the exact activations
+        (straight-through): the quantiser has no gradient."""
         if self._embedding_dp is None:
             return named
-        for item in self._yaml.train_net.outputs:
+        net = net or self._yaml.train_net
+        passed_through = set(net.input_names)
+        for item in net.outputs:
             value = named[item.name]
-            if item.destination == "remote" and ops.is_floating_point(value):
+            if (item.destination == "remote" and item.name not in passed_through
+                    and ops.is_floating_point(value)):
                 named[item.name] = self._embedding_dp(value)
         return named
 
@@ -554,10 +560,12 @@ class FLModel:
     def eval_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
                       remote_data_batch: Optional[Mapping[str, Any]] = None
                       ) -> "OrderedDict[str, Tensor]":
-        """Run the eval net, feed ``metrics`` (outputs then the ``gt`` tensor), return outputs."""
+        """Run the eval net, feed ``metrics`` (outputs then the ``gt`` tensor), return outputs.
+
+        EmbeddingDP applies here too: evaluation must not send the peer exact activations."""
         net = self._yaml.eval_net
         inputs, batch = self._gather(net, "eval_net", local_data_batch, remote_data_batch)
-        named = self._name_outputs(self._eval_net(*inputs), net, "eval_net")
+        named = self._privatize(self._name_outputs(self._eval_net(*inputs), net, "eval_net"), net)
         if self._metrics is not None:
             args = list(named.values())
             if net.gt is not None:

@@ -88,3 +88,26 @@ def test_label_dp_randomises_labels_once_per_batch(tmp_path):
 def test_label_dp_needs_gt_to_name_a_train_input(tmp_path):
     with pytest.raises(ValueError, match="privacy.label_dp.*gt"):
         FLModel(write_yaml(_top_yaml(1.0, gt=None), tmp_path / "top.yaml"), _Top())
+
+
+def test_embedding_dp_leaves_passed_through_inputs_and_covers_eval(tmp_path):
+    class _PassMask(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.dense = nn.Dense(4, 3)
+
+        def construct(self, x, mask):
+            return self.dense(x), mask
+
+    net = {"name": "bottom", "inputs": [{"name": "x", "source": "local"}, {"name": "mask", "source": "local"}],
+           "outputs": [{"name": "h", "destination": "remote"}, {"name": "mask", "destination": "remote"}]}
+    data = {"role": "leader", "model": {"train_net": net, "eval_net": net},
+            "opts": [{"type": "SGD", "grads": [{"inputs": [{"name": "x"}], "output": {"name": "h"},
+                                                "sens": "top"}]}],
+            "privacy": {"embedding_dp": {}}}
+    model = FLModel(write_yaml(data, tmp_path / "mask.yaml"), _PassMask())
+    x = ms.Tensor(np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32))
+    mask = ms.Tensor(np.full((5, 2), 0.25, np.float32))
+    for out in (model.forward_one_step({"x": x, "mask": mask}), model.eval_one_step({"x": x, "mask": mask})):
+        assert set(np.unique(out["h"].asnumpy())) <= {0.0, 1.0}
+        np.testing.assert_array_equal(out["mask"].asnumpy(), mask.asnumpy())
