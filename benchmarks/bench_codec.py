@@ -7,24 +7,13 @@ what the original implementation sent. Figures are medians over repeats, measure
 """
 import argparse
 import base64
-import statistics
-import time
 
 import mindspore_federated  # noqa: F401  (native protobuf backend before mindspore)
 import mindspore as ms
 import numpy as np
 
 from mindspore_federated.communication import codec
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: page faults and lazy imports are not the codec's steady state
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _timing import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 
 def _activation_dict(mib: int, dtype) -> dict:
@@ -70,10 +59,10 @@ def main() -> None:
         def b64():
             return [np.frombuffer(base64.b64decode(base64.b64encode(a.tobytes())), a.dtype) for a in arrays]
 
-        t_plain = _median_seconds(plain, args.repeats)
-        t_codec = _median_seconds(round_trip, args.repeats)
-        t_path = _median_seconds(transport_path, args.repeats)
-        t_b64 = _median_seconds(b64, max(3, args.repeats // 3))
+        t_plain = median_seconds(plain, args.repeats)
+        t_codec = median_seconds(round_trip, args.repeats)
+        t_path = median_seconds(transport_path, args.repeats)
+        t_b64 = median_seconds(b64, max(3, args.repeats // 3))
         print(f"| {mib:.0f} MiB {np.dtype(dtype).name} | {mib / t_plain:,.0f} "
               f"| {mib / t_codec:,.0f} | {t_plain / t_codec:.2f} | {mib / t_path:,.0f} | {t_plain / t_path:.2f} "
               f"| {mib / t_b64:,.0f} | {t_plain / t_b64:.2f} |")

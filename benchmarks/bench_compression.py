@@ -11,8 +11,6 @@ Decoding an uncompressed tensor is a zero-copy view of the received buffer, henc
 the 2 CPU cores are shared, so expect +-30 % between runs.
 """
 import argparse
-import statistics
-import time
 
 import mindspore_federated  # noqa: F401  (native protobuf backend before mindspore)
 import numpy as np
@@ -20,16 +18,7 @@ import numpy as np
 from mindspore_federated import CompressConfig
 from mindspore_federated.communication import codec, compression
 from mindspore_federated.privacy import EmbeddingDP
-
-
-def _median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up: page faults and lazy imports are not the steady state
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from _timing import median_seconds  # benchmarks/ is on sys.path when run as a script
 
 
 def main() -> None:
@@ -56,15 +45,15 @@ def main() -> None:
     for label, array, config in cases:
         configs = {"x": config} if config else None
         data = codec.dumps({"x": array}, compress_configs=configs)
-        t_enc = _median_seconds(lambda: codec.dumps({"x": array}, compress_configs=configs), args.repeats)
-        t_dec = _median_seconds(lambda: codec.loads(data, as_numpy=True), args.repeats)
+        t_enc = median_seconds(lambda: codec.dumps({"x": array}, compress_configs=configs), args.repeats)
+        t_dec = median_seconds(lambda: codec.loads(data, as_numpy=True), args.repeats)
         pack = unpack = "-"
         if config is not None and config.compress_type in ("min_max", "bit_pack"):
             bits = config.bit_num
             codes = np.random.default_rng(1).integers(0, 1 << bits, array.size, dtype=np.uint8)
             buf = compression.pack_bits(codes, bits)
-            t_pack = _median_seconds(lambda: compression.pack_bits(codes, bits), args.repeats)
-            t_unpack = _median_seconds(lambda: compression.unpack_bits(buf, bits, codes.size), args.repeats)
+            t_pack = median_seconds(lambda: compression.pack_bits(codes, bits), args.repeats)
+            t_unpack = median_seconds(lambda: compression.unpack_bits(buf, bits, codes.size), args.repeats)
             pack, unpack = f"{mib / t_pack:,.0f}", f"{mib / t_unpack:,.0f}"
         print(f"| {label} | {len(data) / array.nbytes:.4f} | {mib / t_enc:,.0f} | {mib / t_dec:,.0f} "
               f"| {pack} | {unpack} |")

@@ -191,16 +191,21 @@ def restore(train_cell: PanguTrainOneStepCell, network: PanguAlphaWithLoss, args
     return 0
 
 
+def plan_steps(args: argparse.Namespace, source: "BatchSource") -> Tuple[int, int]:
+    """(total steps, epochs): --train_steps if given, else --epoch_size full passes."""
+    total = int(args.train_steps) if args.train_steps else int(args.epoch_size) * source.steps_per_epoch
+    if total < 1:
+        raise ValueError(f"nothing to train: total steps = {total}")
+    return total, max(1, math.ceil(total / source.steps_per_epoch))
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     """Train (and evaluate); returns losses, final step, eval loss/perplexity, last checkpoint."""
     setup_logging()
     set_context(args)
     config = config_from_args(args)
     source = BatchSource(args, config, train=True)
-    total = int(args.train_steps) if args.train_steps else int(args.epoch_size) * source.steps_per_epoch
-    if total < 1:
-        raise ValueError(f"nothing to train: total steps = {total}")
-    num_epochs = max(1, math.ceil(total / source.steps_per_epoch))
+    total, num_epochs = plan_steps(args, source)
     network, optimizer, train_cell, warmup = build_training(config, total, args.warmup_steps)
     logger.info("PanGu-alpha %s: %d parameters, vocab %d, seq %d, batch %d, %d steps (%d per epoch), "
                 "warmup %d, lr %g -> %g, mode %s", args.config, count_parameters(network), config.vocab_size,

@@ -16,6 +16,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from mindspore_federated._proto.vfl_pb2 import TensorListProto, TensorProto
+from mindspore_federated.communication._wire import scan_fields, varint
 
 TensorLike = Union[ms.Tensor, np.ndarray]
 
@@ -145,19 +146,10 @@ def _decode_list(proto: TensorListProto, as_numpy: bool, depth: int) -> "Ordered
     return _assemble(proto, entries, where)
 
 
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 # Wire tags (field number << 3 | wire type 2 = length-delimited) of the fields spliced by hand.
-_TAG_RAW_DATA = _varint(TensorProto.RAW_DATA_FIELD_NUMBER << 3 | 2)
-_TAG_TENSORS = _varint(TensorListProto.TENSORS_FIELD_NUMBER << 3 | 2)
-_TAG_TENSOR_LIST = _varint(TensorListProto.TENSOR_LIST_FIELD_NUMBER << 3 | 2)
+_TAG_RAW_DATA = varint(TensorProto.RAW_DATA_FIELD_NUMBER << 3 | 2)
+_TAG_TENSORS = varint(TensorListProto.TENSORS_FIELD_NUMBER << 3 | 2)
+_TAG_TENSOR_LIST = varint(TensorListProto.TENSOR_LIST_FIELD_NUMBER << 3 | 2)
 
 
 def _tensor_segments(key: str, value: TensorLike, compress_configs: Optional[Mapping]) -> list:
@@ -171,7 +163,7 @@ def _tensor_segments(key: str, value: TensorLike, compress_configs: Optional[Map
     if not array.size:
         return [header]
     raw = memoryview(array.reshape(-1).view(np.uint8))
-    return [header, _TAG_RAW_DATA, _varint(raw.nbytes), raw]
+    return [header, _TAG_RAW_DATA, varint(raw.nbytes), raw]
 
 
 def _list_segments(tensors: Mapping, name: str, compress_configs, send_addr: str, recv_addr: str,
@@ -189,7 +181,7 @@ def _list_segments(tensors: Mapping, name: str, compress_configs, send_addr: str
             tag, child = _TAG_TENSOR_LIST, _list_segments(value, key, compress_configs, "", "", depth + 1)
         else:
             tag, child = _TAG_TENSORS, _tensor_segments(key, value, compress_configs)
-        segments += [tag, _varint(sum(len(c) if isinstance(c, bytes) else c.nbytes for c in child))]
+        segments += [tag, varint(sum(len(c) if isinstance(c, bytes) else c.nbytes for c in child))]
         segments += child
     segments[0] = header.SerializeToString()
     return segments
@@ -236,49 +228,6 @@ def loads(data: Union[bytes, bytearray, memoryview], as_numpy: bool = False) -> 
     return _loads_list(view, 0, len(view), "<root>", as_numpy, depth=0)
 
 
-def _read_varint(buf: memoryview, pos: int, end: int, where: str) -> tuple:
-    result = shift = 0
-    while True:
-        if pos >= end or shift > 63:
-            raise ValueError(f"malformed message at '{where}': truncated or oversized varint")
-        byte = buf[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
-
-
-def _scan_fields(buf: memoryview, start: int, end: int, where: str, spliced: tuple):
-    """Split a message into (header bytes without the ``spliced`` fields, {field: [(s, e)]})."""
-    header, spans, pos = bytearray(), {f: [] for f in spliced}, start
-    while pos < end:
-        field_start = pos
-        key, pos = _read_varint(buf, pos, end, where)
-        field, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            _, pos = _read_varint(buf, pos, end, where)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        elif wire_type == 2:
-            length, pos = _read_varint(buf, pos, end, where)
-            if field in spans:
-                if pos + length > end:
-                    raise ValueError(f"malformed message at '{where}': field {field} runs past the end")
-                spans[field].append((pos, pos + length))
-                pos += length
-                continue
-            pos += length
-        else:
-            raise ValueError(f"malformed message at '{where}': unsupported wire type {wire_type}")
-        if pos > end:
-            raise ValueError(f"malformed message at '{where}': field {field} runs past the end")
-        header += buf[field_start:pos]
-    return bytes(header), spans
-
-
 def _parse_header(message_type, header: bytes, where: str):
     try:
         return message_type.FromString(header)
@@ -290,18 +239,18 @@ def _loads_list(buf: memoryview, start: int, end: int, where: str, as_numpy: boo
     if depth > _MAX_NESTING:
         raise ValueError(f"'{where}': dicts nested deeper than {_MAX_NESTING} levels")
     fields = (TensorListProto.TENSORS_FIELD_NUMBER, TensorListProto.TENSOR_LIST_FIELD_NUMBER)
-    header_bytes, spans = _scan_fields(buf, start, end, where, fields)
+    header_bytes, spans = scan_fields(buf, start, end, where, fields)
     header = _parse_header(TensorListProto, header_bytes, where)
     where = header.name or where
     entries = {}
     for s, e in spans[TensorListProto.TENSORS_FIELD_NUMBER]:
-        t_header_bytes, t_spans = _scan_fields(buf, s, e, where, (TensorProto.RAW_DATA_FIELD_NUMBER,))
+        t_header_bytes, t_spans = scan_fields(buf, s, e, where, (TensorProto.RAW_DATA_FIELD_NUMBER,))
         tensor = _parse_header(TensorProto, t_header_bytes, where)
         raw_spans = t_spans[TensorProto.RAW_DATA_FIELD_NUMBER]
         raw = buf[raw_spans[-1][0]:raw_spans[-1][1]] if raw_spans else b""
         entries.setdefault(tensor.ref_key, []).append(lambda t=tensor, r=raw: _decode_tensor(t, r, as_numpy))
     for s, e in spans[TensorListProto.TENSOR_LIST_FIELD_NUMBER]:
-        name_only = _parse_header(TensorListProto, _scan_fields(buf, s, e, where, fields)[0], where).name
+        name_only = _parse_header(TensorListProto, scan_fields(buf, s, e, where, fields)[0], where).name
         entries.setdefault(name_only, []).append(
             lambda s=s, e=e, n=name_only: _loads_list(buf, s, e, n, as_numpy, depth + 1))
     return _assemble(header, entries, where)

@@ -16,6 +16,7 @@ import grpc
 
 from mindspore_federated._proto.vfl_pb2 import MessageChunk, SendAck
 from mindspore_federated.communication._delivery import Abandoned, GapError, Inbox
+from mindspore_federated.communication._wire import scan_fields, varint
 from mindspore_federated.communication.tls import ServerProbe, TLSMaterial
 
 logger = logging.getLogger(__name__)
@@ -34,15 +35,6 @@ _RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EX
 # gRPC's own wording when *we* rejected the server during the TLS handshake: never transient.
 _TLS_FAILURES = ("handshake failed", "certificate_verify_failed", "hostname verification",
                  "custom verification check failed")
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _split(segments: Sequence[memoryview], chunk_size: int) -> Iterator[list]:
@@ -65,46 +57,13 @@ def _split(segments: Sequence[memoryview], chunk_size: int) -> Iterator[list]:
 def decode_chunk(raw: bytes) -> Tuple[MessageChunk, memoryview]:
     """(chunk without ``data``, view of ``data`` in ``raw``); ValueError when malformed."""
     view = memoryview(raw)
-    pos, end, header, data = 0, len(view), bytearray(), view[0:0]
-    while pos < end:
-        start = pos
-        key, pos = _read_varint(view, pos)
-        wire = key & 7
-        if wire == 0:
-            _, pos = _read_varint(view, pos)
-        elif wire == 2:
-            length, pos = _read_varint(view, pos)
-            if pos + length > end:
-                raise ValueError("chunk field runs past the end")
-            if key >> 3 == MessageChunk.DATA_FIELD_NUMBER:
-                data = view[pos:pos + length]
-                pos += length
-                continue
-            pos += length
-        elif wire in (1, 5):
-            pos += 8 if wire == 1 else 4
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-        if pos > end:
-            raise ValueError("chunk field runs past the end")
-        header += view[start:pos]
+    header, spans = scan_fields(view, 0, len(view), "chunk", (MessageChunk.DATA_FIELD_NUMBER,))
+    data_spans = spans[MessageChunk.DATA_FIELD_NUMBER]
+    data = view[data_spans[-1][0]:data_spans[-1][1]] if data_spans else view[0:0]
     try:
-        return MessageChunk.FromString(bytes(header)), data
+        return MessageChunk.FromString(header), data
     except Exception as err:  # DecodeError / RuntimeError depending on the protobuf backend
         raise ValueError(f"malformed chunk: {err}") from err
-
-
-def _read_varint(view: memoryview, pos: int) -> Tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(view) or shift > 63:
-            raise ValueError("truncated or oversized varint")
-        byte = view[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
 
 
 def split_address(address: str) -> Tuple[str, int]:
@@ -160,7 +119,7 @@ class PeerLink:
             header = MessageChunk(sender=self.own_name, seq=seq, total_size=total, offset=offset,
                                   sender_epoch=self._epoch).SerializeToString()
             size = sum(len(p) for p in pieces)
-            yield b"".join((header, _DATA_TAG, _varint(size), *pieces))
+            yield b"".join((header, _DATA_TAG, varint(size), *pieces))
             offset += size
 
     def _check_server(self) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import threading
 import time
@@ -823,10 +822,6 @@ def lr_of(opt: PanguAlphaAdam, config: PanguAlphaConfig, warmup: int, decay: int
     return lr_at(opt.applied_updates() - 1, config.start_lr, config.end_lr, warmup, decay)
 
 
-def ceil_div(a: int, b: int) -> int:
-    return max(1, math.ceil(a / b))
-
-
 def now() -> float:
     return time.time()
 
@@ -864,16 +859,13 @@ def add_log_file(path: Optional[str]) -> None:
 
 def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -> Dict[str, Any]:
     """Party A's program; with `local` party B runs in the same process behind a LocalChannel."""
-    from train_centralized import BatchSource  # pylint: disable=import-outside-toplevel
+    from train_centralized import BatchSource, plan_steps  # pylint: disable=import-outside-toplevel
     from .utils import config_from_args  # pylint: disable=import-outside-toplevel
 
     set_context(args)
     config = config_from_args(args)
     source = BatchSource(args, config, train=True)
-    total = int(args.train_steps) if args.train_steps else int(args.epoch_size) * source.steps_per_epoch
-    if total < 1:
-        raise ValueError(f"nothing to train: total steps = {total}")
-    num_epochs = ceil_div(total, source.steps_per_epoch)
+    total, num_epochs = plan_steps(args, source)
     warmup, decay = schedule(config, total, args.warmup_steps)
     dirs = checkpoint_dirs(args)
     leader_dir = args.load_ckpt_path if (args.resume and args.load_ckpt_path) else dirs[LEADER]

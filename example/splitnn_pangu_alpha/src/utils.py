@@ -137,11 +137,24 @@ def setup_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     if any(getattr(h, "_pangu_handler", False) for h in root.handlers):
         return
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _StdoutHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     handler._pangu_handler = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+
+
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever sys.stdout is at the time of each record (it may be replaced later,
+    e.g. by a log file tee or a test's capture), not to the stream current at setup."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
 def synthetic_batch(index: int, batch_size: int, seq_length: int, vocab_size: int, eod_id: int,
