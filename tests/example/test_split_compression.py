@@ -10,10 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -25,10 +21,8 @@ import mindspore as ms
 
 from src.split_train import Kind, ProtocolError, kind_of, party_yaml, run_local
 import run_pangu_train_local
+from tests.example.two_party import EXAMPLE_DIR, follower_result, run_two_processes
 
-EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "example" / "splitnn_pangu_alpha"
-REPO = EXAMPLE_DIR.parents[1]
-PYTHON = sys.executable
 STEPS = 25
 # tiny: batch 4, seq 32, hidden 64
 BATCH, SEQ, HIDDEN = 4, 32, 64
@@ -200,41 +194,13 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(cmd: list, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), GLOG_v="3")
-    return subprocess.Popen(cmd, cwd=str(EXAMPLE_DIR), stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
-
-
 def _two_processes(tmp: Path, leader_extra=(), follower_extra=(), timeout=240):
     """Plaintext on loopback (TLS is covered by test_split_pangu)."""
-    pl, pf = _free_port(), _free_port()
-    out = tmp / "out"
-    follower = _start([PYTHON, "-c", PROBE.format(example=str(EXAMPLE_DIR)),
-                       "--http_server_address", f"127.0.0.1:{pf}", "--remote_server_address", f"127.0.0.1:{pl}",
-                       *COMMON, "--output_dir", str(out), "--log_file", str(tmp / "follower.log"),
-                       "--peer_timeout", "60", *follower_extra], tmp / "follower.out")
-    leader = _start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"),
-                     "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{pf}",
-                     *COMMON, "--synthetic", "--output_dir", str(out), "--log_file", str(tmp / "leader.log"),
-                     "--loss_log", str(tmp / "leader_loss.json"), "--peer_timeout", "60", *leader_extra],
-                    tmp / "leader.out")
-    try:
-        rc_l, rc_f = leader.wait(timeout), follower.wait(timeout)
-    finally:
-        for proc in (leader, follower):
-            if proc.poll() is None:
-                proc.kill()
-    return rc_l, rc_f, (tmp / "leader.out").read_text(), (tmp / "follower.out").read_text()
+    return run_two_processes(tmp, COMMON, PROBE.format(example=str(EXAMPLE_DIR)), leader_extra,
+                             follower_extra, timeout)
 
 
-def _follower_result(out: str) -> dict:
-    return json.loads(out.split("FOLLOWER-RESULT", 1)[1].strip().splitlines()[0])
+_follower_result = follower_result
 
 
 def test_two_processes_compress_mismatch_fails_fast(tmp_path):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import textwrap
@@ -26,21 +25,14 @@ from src.split_pangu_alpha import config_fingerprint, describe_fingerprint_misma
 from src.split_train import (Kind, LocalChannel, ProtocolError, make_message, run_local)
 import run_pangu_train_local
 import train_centralized
+from tests.example.two_party import EXAMPLE_DIR, REPO, follower_result, free_port, run_two_processes, start
 
-EXAMPLE_DIR = Path(__file__).resolve().parents[2] / "example" / "splitnn_pangu_alpha"
-REPO = EXAMPLE_DIR.parents[1]
 PYTHON = sys.executable
 STEPS = 30
 PASSWORD = "split-test-pw"
 COMMON = ["--config", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
           "--log_steps", "10", "--dropout_rate", "0", "--loss_scale", "1024", "--mode", "pynative",
           "--eval_steps", "4"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _local_args(out: Path, *extra: str):
@@ -238,31 +230,11 @@ def _tls_flags(pki: Path, name: str) -> list:
             "--client_cert_path", str(pki / f"{name}_client.pem"), "--ca_cert_path", str(pki / "ca.pem")]
 
 
-def _start(cmd: list, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONPATH=str(REPO), GLOG_v="3")
-    return subprocess.Popen(cmd, cwd=str(EXAMPLE_DIR), stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
-
-
 def _two_processes(tmp: Path, pki: Path, leader_extra=(), follower_extra=(), timeout=240, leader_tls=None):
-    pl, pf = _free_port(), _free_port()
-    out = tmp / "out"
-    follower = _start([PYTHON, "-c", FOLLOWER_PROBE.format(example=str(EXAMPLE_DIR)),
-                       "--http_server_address", f"127.0.0.1:{pf}", "--remote_server_address", f"127.0.0.1:{pl}",
-                       *COMMON, "--output_dir", str(out), "--log_file", str(tmp / "follower.log"),
-                       "--peer_timeout", "60", *_tls_flags(pki, "follower"), *follower_extra], tmp / "follower.out")
-    leader = _start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"),
-                     "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{pf}",
-                     *COMMON, "--synthetic", "--output_dir", str(out), "--log_file", str(tmp / "leader.log"),
-                     "--loss_log", str(tmp / "leader_loss.json"), "--peer_timeout", "60",
-                     *(leader_tls if leader_tls is not None else _tls_flags(pki, "leader")), *leader_extra],
-                    tmp / "leader.out")
-    try:
-        rc_l, rc_f = leader.wait(timeout), follower.wait(timeout)
-    finally:
-        for proc in (leader, follower):
-            if proc.poll() is None:
-                proc.kill()
-    return rc_l, rc_f, (tmp / "leader.out").read_text(), (tmp / "follower.out").read_text()
+    leader_tls = leader_tls if leader_tls is not None else _tls_flags(pki, "leader")
+    return run_two_processes(tmp, COMMON, FOLLOWER_PROBE.format(example=str(EXAMPLE_DIR)),
+                             (*leader_tls, *leader_extra), (*_tls_flags(pki, "follower"), *follower_extra),
+                             timeout)
 
 
 def test_two_processes_mutual_tls_match_local(runs, pki, tmp_path):
@@ -272,7 +244,7 @@ def test_two_processes_mutual_tls_match_local(runs, pki, tmp_path):
     assert "mutual TLS" in out_l and "mutual TLS" in out_f
     losses = [r["loss"] for r in json.loads((tmp_path / "leader_loss.json").read_text())]
     assert _rel(losses, runs["split"]["losses"]) <= 1e-5
-    result = json.loads(out_f.split("FOLLOWER-RESULT", 1)[1].strip().splitlines()[0])
+    result = follower_result(out_f)
     assert result["step"] == STEPS
     assert set(result["keys"]) == {"embedding_table", "attention_mask", "output.hidden_states"}
     assert not result["src_dataset_loaded"]
@@ -292,8 +264,8 @@ def test_mismatched_configs_fail_fast_on_both_sides(pki, tmp_path):
 def test_unreachable_peer_fails_within_seconds(tmp_path, pki):
     t0 = time.time()
     proc = subprocess.run([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"),
-                           "--http_server_address", f"127.0.0.1:{_free_port()}",
-                           "--remote_server_address", f"127.0.0.1:{_free_port()}", *COMMON, "--synthetic",
+                           "--http_server_address", f"127.0.0.1:{free_port()}",
+                           "--remote_server_address", f"127.0.0.1:{free_port()}", *COMMON, "--synthetic",
                            "--output_dir", str(tmp_path), "--log_file", str(tmp_path / "l.log"),
                            "--peer_timeout", "4", *_tls_flags(pki, "leader")],
                           cwd=str(EXAMPLE_DIR), capture_output=True, text=True, timeout=120,
@@ -308,7 +280,7 @@ def test_wrong_certificate_password_is_a_clear_error(tmp_path, pki):
     flags[flags.index("--server_password") + 1] = "wrong"
     proc = subprocess.run([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *COMMON, "--synthetic",
                            "--output_dir", str(tmp_path), "--log_file", str(tmp_path / "l.log"),
-                           "--http_server_address", f"127.0.0.1:{_free_port()}", *flags],
+                           "--http_server_address", f"127.0.0.1:{free_port()}", *flags],
                           cwd=str(EXAMPLE_DIR), capture_output=True, text=True, timeout=120,
                           env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert proc.returncode == 1
@@ -342,9 +314,9 @@ def _party_cmds(tmp: Path, pki: Path, pl: int, pf: int, resume: bool):
 def test_two_processes_stop_both_and_resume(runs, pki, tmp_path):
     """Kill both parties after their step-20 checkpoints, restart both with --resume: steps 21..30
     and the final checkpoints equal the uninterrupted run's."""
-    pl, pf = _free_port(), _free_port()
+    pl, pf = free_port(), free_port()
     leader_cmd, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=False)
-    procs = [_start(follower_cmd, tmp_path / "f1.out"), _start(leader_cmd, tmp_path / "l1.out")]
+    procs = [start(follower_cmd, tmp_path / "f1.out"), start(leader_cmd, tmp_path / "l1.out")]
     ck = tmp_path / "out" / "checkpoints"
     try:
         _wait_for([ck / "leader" / "head_loss_net_step_20.ckpt", ck / "follower" / "backbone_loss_net_step_20.ckpt"],
@@ -356,7 +328,7 @@ def test_two_processes_stop_both_and_resume(runs, pki, tmp_path):
             proc.wait()
     assert not (ck / "leader" / "head_loss_net_step_30.ckpt").exists()
     leader_cmd, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=True)
-    procs = [_start(follower_cmd, tmp_path / "f2.out"), _start(leader_cmd, tmp_path / "l2.out")]
+    procs = [start(follower_cmd, tmp_path / "f2.out"), start(leader_cmd, tmp_path / "l2.out")]
     rcs = [p.wait(300) for p in procs]
     assert rcs == [0, 0], ((tmp_path / "l2.out").read_text()[-3000:], (tmp_path / "f2.out").read_text()[-3000:])
     records = json.loads((tmp_path / "leader_loss.json").read_text())
@@ -374,10 +346,10 @@ def test_two_processes_stop_both_and_resume(runs, pki, tmp_path):
 
 @pytest.mark.slow
 def test_follower_restarted_mid_run_stops_both_naming_steps(pki, tmp_path):
-    pl, pf = _free_port(), _free_port()
+    pl, pf = free_port(), free_port()
     leader_cmd, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=False)
-    follower = _start(follower_cmd, tmp_path / "f1.out")
-    leader = _start(leader_cmd, tmp_path / "l1.out")
+    follower = start(follower_cmd, tmp_path / "f1.out")
+    leader = start(leader_cmd, tmp_path / "l1.out")
     try:
         _wait_for([tmp_path / "out" / "checkpoints" / "follower" / "backbone_loss_net_step_20.ckpt"],
                   [leader, follower])
@@ -386,7 +358,7 @@ def test_follower_restarted_mid_run_stops_both_naming_steps(pki, tmp_path):
         follower.wait()
         _, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=True)
         t0 = time.time()
-        restarted = _start(follower_cmd, tmp_path / "f2.out")
+        restarted = start(follower_cmd, tmp_path / "f2.out")
         rc_f, rc_l = restarted.wait(120), leader.wait(120)
     finally:
         for proc in (leader, follower):

@@ -461,7 +461,7 @@ class LeaderParty(_Party):
 
     def __init__(self, config: PanguAlphaConfig, warmup: int, decay: int, channel: Any,
                  pump: Callable[[], Any] = lambda: None, compress: str = "none", embedding_dp: bool = False,
-                 embedding_dp_eps: Optional[float] = None, seed: Optional[int] = None) -> None:
+                 embedding_dp_eps: Optional[float] = None) -> None:
         super().__init__(channel, compress)
         self.config = config
         self.pump = pump
@@ -478,12 +478,6 @@ class LeaderParty(_Party):
         self.set_train(True)
         self.last_overflow = False
         self.last_scale = 0.0
-        # FLModel applies EmbeddingDP in forward_one_step only; evaluation crosses the boundary too,
-        # so the same mechanism (same eps) is applied to the eval activations here
-        self.eval_dp = None
-        if emb_yaml.use_embedding_dp:
-            from mindspore_federated.privacy import EmbeddingDP  # pylint: disable=import-outside-toplevel
-            self.eval_dp = EmbeddingDP(emb_yaml.embedding_dp_eps, seed=seed)
         self.wire_configs = merged_compress_configs(self.embedding, self.head)
 
     @property
@@ -509,9 +503,7 @@ class LeaderParty(_Party):
                 "position_id": Tensor(np.asarray(batch["position_id"], np.int32)),
                 "attention_mask": Tensor(np.asarray(batch["attention_mask"], np.float32))}
         emb = self.embedding.forward_one_step(data)
-        # The mask is A's own input passed through the embedding net: send and use the input itself
-        # (FLModel's EmbeddingDP randomises every float remote output, the 0/1 mask included).
-        mask = data["attention_mask"]
+        mask = data["attention_mask"]  # A's own input, passed through the embedding net unchanged
         scale = _scale_tensor(self.head_opt)
         self.channel.send(make_message(Kind.FWD, step, {"embedding_table": emb["embedding_table"],
                                                         "attention_mask": mask},
@@ -561,10 +553,8 @@ class LeaderParty(_Party):
                         "position_id": Tensor(np.asarray(batch["position_id"], np.int32)),
                         "attention_mask": Tensor(np.asarray(batch["attention_mask"], np.float32))}
                 emb = self.embedding.eval_one_step(data)
-                activations = emb["embedding_table"]
-                if self.eval_dp is not None:
-                    activations = self.eval_dp(activations)
-                self.channel.send(make_message(Kind.EVAL, i, {"embedding_table": activations,
+                # with EmbeddingDP, FLModel has already replaced the activations by their codes
+                self.channel.send(make_message(Kind.EVAL, i, {"embedding_table": emb["embedding_table"],
                                                               "attention_mask": data["attention_mask"]}))
                 self.pump()
                 reply = self._expect(self.channel.recv(), Kind.EVAL_HIDDEN, i)
@@ -888,7 +878,7 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
         pump = lambda: None  # noqa: E731
     try:
         leader = LeaderParty(config, warmup, decay, channel, pump, compress=compress, embedding_dp=embedding_dp,
-                             embedding_dp_eps=eps, seed=args.seed)
+                             embedding_dp_eps=eps)
         if local:
             channel.set_compress_configs(leader.wire_configs)
         else:
