@@ -5,20 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from tests.example.data_helpers import paragraphs, train_small_model
+from tests.example.data_helpers import paragraphs
 
 SEQ = 17  # record length (model seq_length 16 + 1)
 
-
-@pytest.fixture(scope="module")
-def sp_model(tmp_path_factory):
-    return train_small_model(str(tmp_path_factory.mktemp("sp")))
-
-
-@pytest.fixture(scope="module")
-def tok(sp_model):
-    from src.tokenizer import JIEBATokenizer
-    return JIEBATokenizer(sp_model)
 
 
 def _write_inputs(directory, n_files=3):

@@ -1,19 +1,6 @@
 """JIEBATokenizer and the SentencePiece trainer of the PanGu-alpha example."""
 import pytest
 
-from tests.example.data_helpers import train_small_model
-
-
-@pytest.fixture(scope="module")
-def sp_model(tmp_path_factory):
-    return train_small_model(str(tmp_path_factory.mktemp("sp")))
-
-
-@pytest.fixture(scope="module")
-def tok(sp_model):
-    from src.tokenizer import JIEBATokenizer
-    return JIEBATokenizer(sp_model)
-
 
 def test_special_ids_in_pangu_places(tok):
     assert (tok.eod_id, tok.pad_id, tok.eot_id) == (6, 6, 9)
