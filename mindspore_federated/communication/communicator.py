@@ -112,6 +112,7 @@ class VerticalFederatedCommunicator:
         self._inboxes = {name: Inbox(name, queue_size) for name in names}
         self._send_locks = {name: threading.Lock() for name in names}
         self._seq = {name: 0 for name in names}
+        self._bytes_sent = 0
         self._links: Dict[str, object] = {}
         self._server = None
         self._executor = None
@@ -192,6 +193,12 @@ class VerticalFederatedCommunicator:
                         self._seq[target_name] = 0
                 raise
             self._seq[target_name] = seq
+            self._bytes_sent += sum(len(segment) for segment in segments)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Serialized bytes of all acknowledged messages (TLS and gRPC framing not included)."""
+        return self._bytes_sent
 
     def receive(self, target_name: str, timeout: Optional[float] = None) -> "OrderedDict[str, object]":
         """The next message from ``target_name`` (blocks; ``timeout`` in s, None waits forever)."""

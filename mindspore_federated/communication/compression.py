@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -93,6 +93,21 @@ class CompressConfig:
 # ---------------------------------------------------------------------------------------------
 # bit packing (pure numpy)
 # ---------------------------------------------------------------------------------------------
+
+def configs_of(*yamls) -> Dict[str, CompressConfig]:
+    """``{tensor_name: CompressConfig}`` declared by one or more party yamls (FLYamlData).
+
+    What a party's communicator needs for everything it sends, known from the yaml alone (before
+    any FLModel exists). A tensor declared differently by two yamls is an error.
+    """
+    configs: Dict[str, CompressConfig] = {}
+    for data in yamls:
+        for name, conf in data.compress_configs.items():
+            config = CompressConfig(conf["compress_type"], conf["bit_num"])
+            if configs.setdefault(name, config) != config:
+                raise ValueError(f"tensor '{name}': the yamls declare {configs[name]} and {config}")
+    return configs
+
 
 def packed_size(count: int, bits: int) -> int:
     """Bytes taken by ``count`` values of ``bits`` bits: ceil(count * bits / 8)."""

@@ -375,7 +375,7 @@ class FLModel:
         # as the Parameter itself: recording it there would corrupt this party's pending tape.
         for name, value in named.items():
             if isinstance(value, Parameter):
-                named[name] = Tensor(value.asnumpy().copy())
+                named[name] = Tensor(value.asnumpy())  # Tensor() copies
         self._tape = _ForwardTape(values=tuple(batch[item.name] for item in net.inputs),
                                   weights=weights, vjp_fn=vjp_fn, outputs=outputs)
         _PENDING_TAPES.append(self._tape)
@@ -687,12 +687,5 @@ class FLModel:
         A config on a ``source: remote`` input is keyed by that input's name: it applies to the
         gradient sent back for it.
         """
-        from mindspore_federated.communication.compression import (  # pylint: disable=import-outside-toplevel
-            CompressConfig)
-        configs = {}
-        for name, conf in self._yaml.compress_configs.items():
-            if conf["bit_num"] is None:
-                configs[name] = CompressConfig(conf["compress_type"])
-            else:
-                configs[name] = CompressConfig(conf["compress_type"], conf["bit_num"])
-        return configs
+        from mindspore_federated.communication.compression import configs_of  # pylint: disable=import-outside-toplevel
+        return configs_of(self._yaml)

@@ -34,6 +34,7 @@ import numpy as np
 from mindspore import Tensor
 
 from mindspore_federated import FLModel, FLYamlData
+from mindspore_federated.communication.compression import configs_of
 
 from .lr_schedule import default_warmup_steps, lr_at
 from .pangu_alpha import count_parameters
@@ -46,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Kind", "ProtocolError", "PeerAborted", "LocalChannel", "CommChannel", "LeaderParty",
            "FollowerParty", "add_split_args", "split_defaults", "schedule", "message_bytes", "WIRE_MODES",
-           "party_yaml", "yaml_compress_configs"]
+           "party_yaml"]
 
 LEADER, FOLLOWER = "leader", "follower"
 ROLE_CODES = {LEADER: 1, FOLLOWER: 2}
@@ -117,9 +118,9 @@ def _text_array_value(raw: Any, default: str = "none") -> str:
 
 
 def message_bytes(msg: Mapping, compress_configs: Optional[Mapping] = None) -> int:
-    """Size of the message as the codec puts it on the wire (protobuf payload)."""
+    """Size of the message as the codec puts it on the wire (protobuf payload), without building it."""
     from mindspore_federated.communication import codec  # pylint: disable=import-outside-toplevel
-    return len(codec.dumps(msg, compress_configs))
+    return sum(len(segment) for segment in codec.dumps_segments(msg, compress_configs))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,32 +165,6 @@ def party_yaml(name: str, compress: str = "none", embedding_dp: bool = False,
     if compress == "min_max6":
         return data
     return FLYamlData.from_dict(_rewrite_min_max(data.yaml_data, _REWRITE[compress]))
-
-
-def yaml_compress_configs(*yamls: FLYamlData) -> Dict[str, Any]:
-    """{tensor: CompressConfig} declared by these yamls, as FLModel.get_compress_configs returns it.
-
-    For the follower, whose FLModel can only be built after the handshake (its LR schedule comes
-    from the leader) while its communicator must exist before it; checked against the FLModel's
-    own answer once built (`check_wire_configs`).
-    """
-    from mindspore_federated import CompressConfig  # pylint: disable=import-outside-toplevel
-    configs: Dict[str, Any] = {}
-    for data in yamls:
-        for tensor, conf in data.compress_configs.items():
-            configs[tensor] = CompressConfig(conf["compress_type"], conf["bit_num"])
-    return configs
-
-
-def merged_compress_configs(*models: FLModel) -> Dict[str, Any]:
-    """The configs of every tensor a party sends: the union over its FLModels (names must agree)."""
-    merged: Dict[str, Any] = {}
-    for model in models:
-        for tensor, conf in model.get_compress_configs().items():
-            if tensor in merged and merged[tensor] != conf:
-                raise ValueError(f"tensor '{tensor}': the party's yamls declare {merged[tensor]} and {conf}")
-            merged[tensor] = conf
-    return merged
 
 
 def describe_wire(configs: Mapping[str, Any]) -> str:
@@ -293,29 +268,20 @@ class LocalChannel:
 class CommChannel:
     """The channel to the peer over VerticalFederatedCommunicator (two processes / two servers).
 
-    `bytes_sent` counts the protobuf payload of every message as the communicator streams it
-    (its segments are re-encoded here with the same compress configs and addresses: the
-    communicator has no byte counter; the extra encode is small next to a training step).
+    `bytes_sent` is the communicator's count: the protobuf payload of every acknowledged message.
     """
 
-    def __init__(self, communicator: Any, peer: str, recv_timeout: float,
-                 compress_configs: Optional[Mapping[str, Any]] = None, count_bytes: bool = True) -> None:
+    def __init__(self, communicator: Any, peer: str, recv_timeout: float) -> None:
         self.comm = communicator
         self.peer = peer
         self.recv_timeout = recv_timeout
         self.messages_sent = 0
-        self.bytes_sent = 0
-        self.compress_configs: Dict[str, Any] = dict(compress_configs or {})
-        self.count_bytes = count_bytes
         address = communicator.remote_server_configs[peer].server_address
         self.where = f"{peer} at {address}"
 
-    def _size(self, msg: Mapping) -> int:
-        from mindspore_federated.communication import codec  # pylint: disable=import-outside-toplevel
-        segments = codec.dumps_segments(msg, self.compress_configs or None,
-                                        send_addr=self.comm.http_server_config.server_address,
-                                        recv_addr=self.comm.remote_server_configs[self.peer].server_address)
-        return sum(len(seg) for seg in segments)
+    @property
+    def bytes_sent(self) -> int:
+        return self.comm.bytes_sent
 
     def send(self, msg: Dict) -> None:
         try:
@@ -324,8 +290,6 @@ class CommChannel:
             raise ConnectionError(f"cannot reach the {self.where}: {err} (is it running and listening, "
                                   f"are the addresses/certificates right?)") from err
         self.messages_sent += 1
-        if self.count_bytes:
-            self.bytes_sent += self._size(msg)
 
     def recv(self, timeout: Optional[float] = None) -> Dict:
         wait = self.recv_timeout if timeout is None else timeout
@@ -478,7 +442,7 @@ class LeaderParty(_Party):
         self.set_train(True)
         self.last_overflow = False
         self.last_scale = 0.0
-        self.wire_configs = merged_compress_configs(self.embedding, self.head)
+        self.wire_configs = configs_of(emb_yaml, head_yaml)
 
     @property
     def global_step(self) -> int:
@@ -612,8 +576,8 @@ class FollowerParty(_Party):
         self.net = BackboneLossNet(config)
         self.net.set_train(True)
         self.yaml = party_yaml("backbone", compress)
-        # known before the FLModel exists (the communicator is made before the handshake)
-        self.wire_configs = yaml_compress_configs(self.yaml)
+        # from the yaml: the communicator is made before the handshake, the FLModel after it
+        self.wire_configs = configs_of(self.yaml)
         self.opt: Optional[PanguAlphaAdam] = None
         self.model: Optional[FLModel] = None
         self._start_step = 0
@@ -639,9 +603,6 @@ class FollowerParty(_Party):
     def build(self, warmup: int, decay: int) -> None:
         self.opt = PanguAlphaAdam(self.net, self.yaml, self.config, warmup, decay)
         self.model = FLModel(self.yaml, self.net, optimizers=self.opt)
-        if self.model.get_compress_configs() != self.wire_configs:
-            raise RuntimeError(f"compress configs from the backbone yaml {self.wire_configs} differ from "
-                               f"FLModel.get_compress_configs() {self.model.get_compress_configs()}")
         if getattr(self, "_resume_file", None):
             self.model.load_ckpt("train", self._resume_file)
             if self.model.global_step != self._start_step:
@@ -777,7 +738,7 @@ def make_communicator(args: argparse.Namespace, role: str,
                       compress_configs: Optional[Mapping[str, Any]] = None) -> CommChannel:
     """Launch this party's server and return the channel to the peer (names: leader / follower).
 
-    `compress_configs`: {tensor: CompressConfig} of the tensors this party sends (from its FLModels).
+    `compress_configs`: {tensor: CompressConfig} of the tensors this party sends (from its yamls, `configs_of`).
     """
     from mindspore_federated import ServerConfig, SSLConfig, VerticalFederatedCommunicator  # pylint: disable=import-outside-toplevel
     peer = FOLLOWER if role == LEADER else LEADER
@@ -794,7 +755,7 @@ def make_communicator(args: argparse.Namespace, role: str,
         enable_ssl=bool(args.enable_ssl), ssl_config=ssl_config, compress_configs=compress_configs or None,
         connect_timeout=float(min(10.0, args.peer_timeout)), send_deadline=float(args.peer_timeout))
     comm.launch()
-    return CommChannel(comm, peer, args.step_timeout, compress_configs)
+    return CommChannel(comm, peer, args.step_timeout)
 
 
 def handshake(party: _Party, fingerprint: np.ndarray, timeout: float, **extra: Any) -> Mapping:
