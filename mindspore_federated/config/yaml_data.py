@@ -245,14 +245,6 @@ class FLYamlData:
         return self.eval_net.name
 
     @property
-    def eval_net_inputs(self) -> List[TensorItem]:
-        return self.eval_net.inputs
-
-    @property
-    def eval_net_outputs(self) -> List[TensorItem]:
-        return self.eval_net.outputs
-
-    @property
     def eval_net_gt(self) -> Optional[str]:
         return self.eval_net.gt
 

@@ -492,11 +492,3 @@ def copy_parameters_by_name(src: nn.Cell, dst: nn.Cell, strict: bool = False,
     if strict and missing:
         raise KeyError(f"parameters not found in source: {missing}")
     return copied
-
-
-def _check_against_shapes(cell: nn.Cell, config: PanguAlphaConfig, parts: Iterable[str] = ALL_PARTS) -> None:
-    """Debug helper: raise if the cell's canonical names/shapes differ from `parameter_shapes`."""
-    got = {canonical_name(p.name): tuple(p.shape) for p in cell.trainable_params()}
-    want = dict(parameter_shapes(config, parts))
-    if got != want:
-        raise AssertionError(f"parameter layout differs: extra={set(got) - set(want)} missing={set(want) - set(got)}")

@@ -92,9 +92,6 @@ class PanguAlphaConfig:
         """A validated copy with some fields changed (unknown names raise TypeError)."""
         return dataclasses.replace(self, **overrides)
 
-    def to_dict(self) -> Dict[str, Any]:
-        return dataclasses.asdict(self)
-
 
 # SPEC §3 table; the big presets keep the 40000 vocab and seq 1024. tiny/small are CPU configs with
 # a higher learning rate and a short warmup so that a few hundred steps show learning.

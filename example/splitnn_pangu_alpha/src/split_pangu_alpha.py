@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import mindspore as ms
@@ -267,10 +267,6 @@ class PanguAlphaAdam(nn.Cell):
         object.__setattr__(self, "sq_norm", sq_norm)
         object.__setattr__(self, "overflow", overflow)
 
-    @property
-    def has_pending(self) -> bool:
-        return self._pending is not None
-
     def local_scalars(self) -> Tuple[float, bool]:
         """(squared norm, overflow) of the pending gradients, as Python numbers."""
         if self._pending is None:
@@ -323,8 +319,3 @@ class PanguAlphaAdam(nn.Cell):
 
     def construct(self, *args: Any) -> None:  # pragma: no cover - never run as a graph
         raise RuntimeError("PanguAlphaAdam is driven by FLModel (apply_gradients / __call__), not as a graph")
-
-
-def state_summary(opts: Dict[str, PanguAlphaAdam]) -> Dict[str, Any]:
-    """Loss scale and applied-update counters of several optimizers (logging, consistency checks)."""
-    return {name: {"loss_scale": o.loss_scale_value(), "updates": o.applied_updates()} for name, o in opts.items()}
