@@ -19,7 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mindspore_federated  # noqa: E402,F401  (before mindspore: protobuf backend)
 
-from src.split_train import add_split_args, run_follower, split_defaults  # noqa: E402
+from src.predict import add_predict_args, run_predict_follower  # noqa: E402
+from src.split_train import add_log_file, add_split_args, run_follower, set_context, split_defaults  # noqa: E402
 from src.utils import add_training_args  # noqa: E402
 
 logger = logging.getLogger("run_pangu_train_follower")
@@ -30,15 +31,30 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add_training_args(parser)
     add_split_args(parser, communicator=True, data_owner=False)
     split_defaults(parser)
+    add_predict_args(parser, server=True)
     parser.set_defaults(http_server_address="127.0.0.1:10086", remote_server_address="127.0.0.1:10087",
                         log_file="follower_process.log")
     return parser.parse_args(argv)
 
 
+def _predict(args: argparse.Namespace) -> None:
+    from src.utils import setup_logging  # pylint: disable=import-outside-toplevel
+    setup_logging()
+    add_log_file(args.log_file)
+    for flag in ("data_url", "eval_data_url", "vocab_model", "prompt", "prompt_file"):
+        if getattr(args, flag, None):
+            raise ValueError(f"--{flag} given to the follower: party B never sees data, text or token ids")
+    set_context(args)
+    run_predict_follower(args)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        run_follower(args)
+        if args.run_type == "predict":
+            _predict(args)
+        else:
+            run_follower(args)
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:
         logger.error("follower stopped: %s", err)
         return 1

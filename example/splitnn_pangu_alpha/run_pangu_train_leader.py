@@ -24,7 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mindspore_federated  # noqa: E402,F401  (before mindspore: protobuf backend)
 
-from src.split_train import add_split_args, run_leader, split_defaults  # noqa: E402
+from src.predict import add_predict_args, run_predict_leader  # noqa: E402
+from src.split_train import add_split_args, run_leader, set_context, split_defaults  # noqa: E402
 from src.utils import add_training_args  # noqa: E402
 
 logger = logging.getLogger("run_pangu_train_leader")
@@ -35,18 +36,31 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add_training_args(parser)
     add_split_args(parser, communicator=True)
     split_defaults(parser)
+    add_predict_args(parser)
     parser.set_defaults(http_server_address="127.0.0.1:10087", remote_server_address="127.0.0.1:10086",
                         log_file="leader_process.log")
     args = parser.parse_args(argv)
-    if not args.synthetic and not args.data_url:
+    if args.run_type == "train" and not args.synthetic and not args.data_url:
         parser.error("--data_url is required (the leader owns the data), or --synthetic for generated data")
     return args
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from src.split_train import add_log_file  # pylint: disable=import-outside-toplevel
+    from src.utils import setup_logging  # pylint: disable=import-outside-toplevel
+    setup_logging()
+    add_log_file(args.log_file)
+    set_context(args)
+    run_predict_leader(args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
-        run_leader(args)
+        if args.run_type == "predict":
+            _predict(args)
+        else:
+            run_leader(args)
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:
         logger.error("leader stopped: %s", err)
         return 1

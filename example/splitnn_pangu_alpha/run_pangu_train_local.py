@@ -26,6 +26,7 @@ sys.path.insert(0, EXAMPLE_DIR)
 
 import mindspore_federated  # noqa: E402,F401  (before mindspore: protobuf backend)
 
+from src.predict import add_predict_args  # noqa: E402
 from src.split_train import add_split_args, run_local, split_defaults  # noqa: E402
 from src.utils import add_training_args, setup_logging  # noqa: E402
 
@@ -41,6 +42,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     add_training_args(parser)
     add_split_args(parser, communicator=False)
     split_defaults(parser)
+    add_predict_args(parser)
     parser.set_defaults(log_file=os.path.join("output", "splitnn_pangu_local.txt"), **MAIN_JOB)
     g = parser.add_argument_group("this script")
     g.add_argument("--data_dir", default=os.path.join(EXAMPLE_DIR, "data"),
@@ -71,6 +73,14 @@ def ensure_data(args: argparse.Namespace) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     setup_logging()
+    if args.run_type == "predict":
+        from src.predict import run_predict_local  # pylint: disable=import-outside-toplevel
+        from src.split_train import set_context  # pylint: disable=import-outside-toplevel
+        set_context(args)
+        default_vocab = os.path.join(args.data_dir, "vocab", "pangu_sp.model")
+        if not args.vocab_model and os.path.isfile(default_vocab):
+            args.vocab_model = default_vocab  # the vocabulary the main job built and trained with
+        return {"generated": run_predict_local(args)}
     os.makedirs(args.output_dir, exist_ok=True)
     ensure_data(args)
     split_args = copy.copy(args)

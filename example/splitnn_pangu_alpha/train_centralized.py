@@ -7,6 +7,8 @@ weights, Adam moments, optimizer step and loss-scale state, so `--resume` contin
 
 Examples:
     python train_centralized.py --config tiny --synthetic --train_steps 100
+    python train_centralized.py --run_type predict --load_ckpt_path output/centralized \
+        --vocab_model data/vocab/pangu_sp.model --prompt TEXT
     python train_centralized.py --config small --data_url data/train --eval_data_url data/eval \
         --vocab_model data/vocab.model --loss_log output/central_loss.json
 """
@@ -31,6 +33,7 @@ from src.lr_schedule import default_warmup_steps, lr_at  # noqa: E402
 from src.optim import PanguOptimizer, PanguTrainOneStepCell  # noqa: E402
 from src.pangu_alpha import PanguAlphaWithLoss, count_parameters  # noqa: E402
 from src.pangu_alpha_config import PanguAlphaConfig  # noqa: E402
+from src.predict import add_predict_args, run_predict_central  # noqa: E402
 from src.utils import (LossLog, add_training_args, config_from_args, latest_checkpoint,  # noqa: E402
                        setup_logging, step_log_line, synthetic_batch)
 
@@ -43,6 +46,7 @@ COLUMNS = ("input_ids", "position_id", "attention_mask")
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Centralised PanGu-alpha training (baseline of the split example)")
     add_training_args(parser)
+    add_predict_args(parser)
     return parser.parse_args(argv)
 
 
@@ -262,7 +266,13 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    run(parse_args(argv))
+    args = parse_args(argv)
+    if args.run_type == "predict":
+        setup_logging()
+        set_context(args)
+        run_predict_central(args)
+    else:
+        run(args)
     return 0
 
 

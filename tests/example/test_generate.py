@@ -1,6 +1,8 @@
 """PanGu-alpha generation (issue 11): incremental decoding, token choice, centralised predict."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,142 @@ def test_generation_stops_at_end_token_length_and_seq_length():
         generate_ids(Scripted([14]), list(range(10, 18)), GenerateOptions(), 20, 8)
     with pytest.raises(ValueError, match="--top_k_num must be >= 1"):
         GenerateOptions(top_k_num=0)
+
+
+# ------------------------------------------------------------------------------ split generation
+def _write_checkpoints(root, config, seed=5, std=0.1):
+    """Checkpoints as a training run leaves them (central + split, same weights), but with larger
+    random weights than training's init, so greedy generation does not repeat one token."""
+    from src.predict import _Holder  # pylint: disable=protected-access
+    from src.pangu_alpha import PanguAlphaBackbone
+    whole = PanguAlphaBackbone(config)
+    init_weights(whole, seed, std, prefix="backbone.")
+    holder = _Holder(whole)
+    params = {p.name: p for p in holder.get_parameters()}
+    files = {"centralized/pangu_centralized_step_7.ckpt": "backbone.",
+             "checkpoints/leader/embedding_loss_net_step_7.ckpt": "backbone.embedding.",
+             "checkpoints/leader/head_loss_net_step_7.ckpt": ("backbone.layernorm.", "backbone.top_query"),
+             "checkpoints/follower/backbone_loss_net_step_7.ckpt": "backbone.blocks."}
+    for rel, prefix in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ms.save_checkpoint([{"name": k, "data": v} for k, v in params.items() if k.startswith(prefix)], str(path))
+    return root
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    return _write_checkpoints(tmp_path_factory.mktemp("gen_run"), CFG)
+
+
+PROMPTS = [[11, 250, 37, 980, 5], [400, 401, 6, 17, 17, 90, 3, 512]]  # the second resets at an EOD (6)
+
+
+def _greedy(generator, prompt, n=20):
+    try:
+        return generate_ids(generator, prompt, GenerateOptions(max_generate_length=n, end_token=-1),
+                            CFG.vocab_size, CFG.seq_length)
+    finally:
+        generator.close()
+
+
+def _wire(message):
+    from mindspore_federated.communication import codec
+    return codec.loads(codec.dumps(message))
+
+
+@pytest.fixture(scope="module")
+def central_tokens(run_dir):
+    from src.predict import central_generator
+    gen, files = central_generator(CFG, str(run_dir))
+    assert files[0].endswith("pangu_centralized_step_7.ckpt")
+    return [_greedy(gen, p) for p in PROMPTS]
+
+
+def test_split_greedy_equals_centralised_in_one_process(run_dir, central_tokens):
+    from src.predict import split_local_generator
+    for use_past in (True, False):
+        gen, service, files = split_local_generator(CFG, str(run_dir), use_past, transport=_wire)
+        assert sorted(os.path.basename(f) for f in files) == [
+            "backbone_loss_net_step_7.ckpt", "embedding_loss_net_step_7.ckpt", "head_loss_net_step_7.ckpt"]
+        assert [_greedy(gen, p) for p in PROMPTS] == central_tokens
+        assert len(service.sessions) == 0
+    assert len(set(central_tokens[0])) > 3  # a real continuation, not one token repeated
+
+
+def test_two_sessions_on_one_server_are_isolated(run_dir, central_tokens):
+    """Two generations interleaved token by token on one party B give each one's text alone."""
+    from src.predict import split_local_generator
+    gen_a, service, _ = split_local_generator(CFG, str(run_dir))
+    gen_b = gen_a.sibling()
+    ids = [list(PROMPTS[0]), list(PROMPTS[1])]
+    logits = [gen_a.start(ids[0]), gen_b.start(ids[1])]
+    assert len(service.sessions) == 2
+    for _ in range(20):
+        for i, gen in enumerate((gen_a, gen_b)):
+            token = int(np.argmax(logits[i]))
+            ids[i].append(token)
+            logits[i] = gen.extend(ids[i], token)
+    assert [ids[0][len(PROMPTS[0]):], ids[1][len(PROMPTS[1]):]] == central_tokens
+    gen_a.close()
+    gen_b.close()
+    assert len(service.sessions) == 0
+
+
+def test_sessions_are_bounded_freed_and_expire(run_dir):
+    import gc
+    import weakref
+    from mindspore_federated.inference import BadRequest, InferenceClient, InferenceService, ServerFull
+    from src.predict import follower_decoder
+    from src.split_generate import PanguBlocksBackend, RemoteBlocks
+    now = [0.0]
+    decoder, _ = follower_decoder(CFG, str(run_dir))
+    service = InferenceService(PanguBlocksBackend(decoder), max_sessions=2, idle_timeout=60, clock=lambda: now[0])
+    client = InferenceClient.in_process(service, "leader")
+    h = CFG.hidden_size
+    prompt_mask = np.tril(np.ones((1, 4, 4), np.float32))
+    first, second = RemoteBlocks(client, CFG), RemoteBlocks(client, CFG)
+    for blocks in (first, second):
+        blocks.run(np.ones((1, 4, h), np.float32), prompt_mask, 0)
+    per_session = 2 * (CFG.num_layers - 1) * CFG.seq_length * h * 4
+    assert service.sessions.stats() == {"sessions": 2, "max_sessions": 2, "bytes": 2 * per_session}
+    with pytest.raises(ServerFull, match="all 2 sessions are in use"):
+        RemoteBlocks(client, CFG)
+    state = service.sessions.get(("leader", first.session.session))
+    cache = weakref.ref(state.k)
+    first.close()
+    gc.collect()
+    assert cache() is None and service.sessions.stats()["bytes"] == per_session
+    now[0] = 61.0  # the second session idles past the timeout: expired, its slot free again
+    third = RemoteBlocks(client, CFG)
+    assert len(service.sessions) == 1
+    with pytest.raises(Exception, match="expired after 60 s idle"):
+        second.run(np.ones((1, 1, h), np.float32), np.ones((1, 1, 5), np.float32), 4)
+    # over-long sequences are refused by party B before any work, with the numbers
+    with pytest.raises(BadRequest, match="positions 0..32 are beyond the trained seq_length 32"):
+        third.run(np.ones((1, 33, h), np.float32), np.ones((1, 33, 33), np.float32), 0)
+    third.close()
+    assert service.sessions.stats()["sessions"] == 0 and service.sessions.nbytes() == 0
+
+
+def test_overlong_prompt_is_refused_at_party_a(run_dir):
+    from src.predict import split_local_generator
+    gen, _, _ = split_local_generator(CFG, str(run_dir))
+    with pytest.raises(SequenceTooLong, match="at most 31 prompt tokens"):
+        _greedy(gen, list(range(10, 10 + CFG.seq_length)))
+
+
+def test_checkpoints_of_another_config_are_a_clear_error(run_dir, tmp_path):
+    from src.predict import LeaderModel, central_generator, follower_decoder
+    wider = CFG.replace(hidden_size=128)
+    with pytest.raises(ValueError, match=r"does not fit the model built from the flags .*"
+                                         r"backbone.embedding.word_embedding.embedding_table is \[1000, 64\] in "
+                                         r"the checkpoint, \[1000, 128\] here"):
+        LeaderModel(wider, str(run_dir))
+    with pytest.raises(ValueError, match=r"backbone.blocks.2.layernorm1.gamma is missing"):
+        follower_decoder(CFG.replace(num_layers=4), str(run_dir))
+    with pytest.raises(ValueError, match=r"position_embedding.embedding_table is \[32, 64\] in the checkpoint"):
+        central_generator(CFG.replace(seq_length=64), str(run_dir))
+    with pytest.raises(FileNotFoundError, match="no backbone_loss_net_step_N.ckpt in"):
+        follower_decoder(CFG, str(tmp_path))

@@ -14,6 +14,7 @@ generation. Either way party A alone sees the token ids.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -203,6 +204,12 @@ class PanguGenerator:
         hidden = self.blocks.run(emb.asnumpy(), mask_row, t)
         top_out, self._k, self._v = self.top.step(hidden, position, mask_row, self._k, self._v, t)
         return self._logits(top_out)
+
+    def sibling(self) -> "PanguGenerator":
+        """Another generator on the same weights and programs, with its own sessions (concurrent prompts)."""
+        other = copy.copy(self)
+        other.blocks, other._k, other._v, other._doc_start = None, None, None, 0
+        return other
 
     def close(self) -> None:
         """End the blocks session (frees its caches, locally or at party B)."""
