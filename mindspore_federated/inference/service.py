@@ -86,6 +86,7 @@ class InferenceService:
         self.sessions = SessionManager(backend.new_session, max_sessions, idle_timeout, **manager_kw)
         self._compute = threading.Lock()
         self.requests = 0
+        self.received_keys: set = set()  # names of the tensors clients sent (what this party got to see)
 
     def handle(self, peer: str, msg: Mapping) -> Dict:
         meta = msg.get("meta") if isinstance(msg, Mapping) else None
@@ -98,6 +99,7 @@ class InferenceService:
             key = (peer, session)
             self.requests += 1
             if kind == Kind.RUN:
+                self.received_keys.update(k for k in msg if k != "meta")
                 state = self.sessions.get(key)
                 with self._compute:
                     outputs = self.backend.run(state, msg)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -273,3 +274,57 @@ def test_checkpoints_of_another_config_are_a_clear_error(run_dir, tmp_path):
         central_generator(CFG.replace(seq_length=64), str(run_dir))
     with pytest.raises(FileNotFoundError, match="no backbone_loss_net_step_N.ckpt in"):
         follower_decoder(CFG, str(tmp_path))
+
+
+# ------------------------------------------------------------------------------ two processes, mutual TLS
+PASSWORD = "generate-test-pw"
+
+
+def _tls(pki, name):
+    return ["--enable_ssl", "true", "--server_password", PASSWORD, "--client_password", PASSWORD,
+            "--server_cert_path", str(pki / f"{name}_server.p12"), "--client_cert_path", str(pki / f"{name}_client.pem"),
+            "--ca_cert_path", str(pki / "ca.pem")]
+
+
+def test_two_processes_over_mutual_tls_generate_the_centralised_text(sp_model, tmp_path):
+    """run_pangu_train_follower.py / _leader.py --run_type predict: the leader prints the text that
+    centralised greedy generation gives with the same weights; the follower only got hidden states
+    and masks, and freed every session."""
+    from mindspore_federated.tools import gen_certs
+    from src.predict import central_generator, generate_texts
+    from src.tokenizer import JIEBATokenizer
+    from tests.example.data_helpers import SENTENCES
+    from tests.example.two_party import EXAMPLE_DIR, free_port, start
+    pki = tmp_path / "pki"
+    ca = gen_certs.generate_ca()
+    gen_certs.write_ca(pki, ca, PASSWORD)
+    for name in ("leader", "follower"):
+        gen_certs.generate_party_certs(pki, name, ca, PASSWORD, ips=["127.0.0.1"])
+    tokenizer = JIEBATokenizer(sp_model)
+    config = CFG.replace(vocab_size=tokenizer.vocab_size)
+    run_dir = _write_checkpoints(tmp_path / "run", config)
+    prompts = [SENTENCES[0][:6], SENTENCES[5][:8]]
+    model = ["--config", "tiny", "--load_ckpt_path", str(run_dir), "--run_type", "predict"]
+    gen_flags = ["--max_generate_length", "12"]
+    pl, pf = free_port(), free_port()
+    follower = start([sys.executable, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), *model, *_tls(pki, "follower"),
+                      "--http_server_address", f"127.0.0.1:{pf}", "--remote_server_address", f"127.0.0.1:{pl}",
+                      "--log_file", str(tmp_path / "follower.log"), "--max_sessions", "1"], tmp_path / "follower.out")
+    leader = start([sys.executable, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *model, *_tls(pki, "leader"),
+                    "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{pf}",
+                    "--log_file", str(tmp_path / "leader.log"), "--vocab_model", sp_model, *gen_flags,
+                    "--prompt", prompts[0], "--prompt", prompts[1]], tmp_path / "leader.out")
+    try:
+        rc_l, rc_f = leader.wait(180), follower.wait(60)
+    finally:
+        for proc in (leader, follower):
+            if proc.poll() is None:
+                proc.kill()
+    out_l, out_f = (tmp_path / "leader.out").read_text(), (tmp_path / "follower.out").read_text()
+    assert rc_l == 0 and rc_f == 0, (out_l[-3000:], out_f[-3000:])
+    generator, _ = central_generator(config, str(run_dir))
+    expected = generate_texts(generator, tokenizer, prompts, GenerateOptions(max_generate_length=12))
+    got = [line.split("generated: ", 1)[1] for line in out_l.splitlines() if line.startswith("generated: ")]
+    assert got == [r["text"] for r in expected] and all(got), (got, out_l[-2000:])
+    assert "mutual TLS" in out_f
+    assert "0 sessions open, received tensors: attention_mask, hidden_states," in out_f, out_f[-2000:]

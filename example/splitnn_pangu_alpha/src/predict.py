@@ -210,12 +210,16 @@ def generate_texts(generator: PanguGenerator, tokenizer: Any, prompts: Sequence[
     return results
 
 
-def _tokenizer(args: argparse.Namespace) -> Any:
+def _tokenizer(args: argparse.Namespace, config: PanguAlphaConfig) -> Any:
     from .tokenizer import JIEBATokenizer  # pylint: disable=import-outside-toplevel
     if not args.vocab_model:
         raise ValueError("--run_type predict needs --vocab_model (the SentencePiece model of the training run) "
                          "to tokenise the prompts")
-    return JIEBATokenizer(args.vocab_model)
+    tokenizer = JIEBATokenizer(args.vocab_model)
+    if tokenizer.vocab_size != config.vocab_size:
+        raise ValueError(f"--vocab_model {args.vocab_model} has {tokenizer.vocab_size} pieces but the model's "
+                         f"vocab_size is {config.vocab_size}: use the vocabulary the model was trained with")
+    return tokenizer
 
 
 def _config(args: argparse.Namespace) -> PanguAlphaConfig:
@@ -225,8 +229,8 @@ def _config(args: argparse.Namespace) -> PanguAlphaConfig:
 
 def run_predict_central(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """train_centralized.py --run_type predict."""
-    prompts, options, tokenizer = read_prompts(args), options_from_args(args), _tokenizer(args)
-    config = _config(args)
+    prompts, options, config = read_prompts(args), options_from_args(args), _config(args)
+    tokenizer = _tokenizer(args, config)
     generator, files = central_generator(config, args.load_ckpt_path, options.use_past)
     logger.info("centralised generation with %s (use_past %s)", ", ".join(files), options.use_past)
     return generate_texts(generator, tokenizer, prompts, options)
@@ -245,8 +249,8 @@ def split_local_generator(config: PanguAlphaConfig, ckpt_path: Optional[str], us
 
 def run_predict_local(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """run_pangu_train_local.py --run_type predict: both parties in this process."""
-    prompts, options, tokenizer = read_prompts(args), options_from_args(args), _tokenizer(args)
-    config = _config(args)
+    prompts, options, config = read_prompts(args), options_from_args(args), _config(args)
+    tokenizer = _tokenizer(args, config)
     generator, service, files = split_local_generator(config, args.load_ckpt_path, options.use_past)
     logger.info("split generation, both parties in this process, with %s (use_past %s)", ", ".join(files),
                 options.use_past)
@@ -258,21 +262,31 @@ def run_predict_local(args: argparse.Namespace) -> List[Dict[str, Any]]:
 def run_predict_leader(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """Party A over the communicator: tokenises, embeds, runs the head and picks the tokens."""
     from .split_train import LEADER, make_communicator  # pylint: disable=import-outside-toplevel
-    prompts, options, tokenizer = read_prompts(args), options_from_args(args), _tokenizer(args)
-    config = _config(args)
+    prompts, options, config = read_prompts(args), options_from_args(args), _config(args)
+    tokenizer = _tokenizer(args, config)
     leader = LeaderModel(config, args.load_ckpt_path)
     channel = make_communicator(args, LEADER)
     try:
         client = InferenceClient(channel.send, channel.recv)
         logger.info("split generation with %s; party B at %s (use_past %s)", ", ".join(leader.files), channel.where,
                     options.use_past)
-        results = generate_texts(leader.generator(lambda: RemoteBlocks(client, config), options.use_past),
-                                 tokenizer, prompts, options)
-        client.bye()
+        try:
+            results = generate_texts(leader.generator(lambda: RemoteBlocks(client, config), options.use_past),
+                                     tokenizer, prompts, options)
+        finally:
+            _say_bye(client)
         logger.info("wire bytes A->B: %d", channel.bytes_sent)
         return results
     finally:
         channel.close()
+
+
+def _say_bye(client: InferenceClient) -> None:
+    """Tell party B this leader is done (it frees our sessions and, unless --serve_forever, stops)."""
+    try:
+        client.bye()
+    except Exception as err:  # pylint: disable=broad-except
+        logger.warning("could not say goodbye to party B: %s", err)
 
 
 def run_predict_follower(args: argparse.Namespace) -> Dict[str, Any]:
@@ -287,8 +301,9 @@ def run_predict_follower(args: argparse.Namespace) -> Dict[str, Any]:
                     channel.where, describe_capacity(config, decoder.layers, args.max_sessions),
                     args.session_idle_timeout)
         service.serve(channel.comm, [LEADER], until_bye=not args.serve_forever)
-        logger.info("follower done: %d requests served, %d sessions open, wire bytes B->A %d", service.requests,
-                    len(service.sessions), channel.bytes_sent)
+        logger.info("follower done: %d requests served, %d sessions open, received tensors: %s, wire bytes "
+                    "B->A %d", service.requests, len(service.sessions), ", ".join(sorted(service.received_keys)),
+                    channel.bytes_sent)
         return {"requests": service.requests, "sessions": len(service.sessions), "bytes_sent": channel.bytes_sent}
     finally:
         channel.close()
