@@ -7,7 +7,9 @@ With no arguments (the example's main job):
      memory) with the log line `epoch E step S/TOTAL loss: L` and the eval perplexity;
   3. trains the centralised model with the same settings, data and initial weights
      (train_centralized.run) -- unless --no_centralized;
-  4. writes output/loss.png with both loss curves (and output/*_loss.json).
+  4. logs the eval perplexity next to the unigram baseline, and greedy completions of a few eval
+     prompts by the split and the centralised model, side by side (--show_model false skips it);
+  5. writes output/loss.png with both loss curves (and output/*_loss.json).
 
 Every flag of train_centralized.py is accepted (e.g. --config small --train_steps 1000,
 --synthetic, --data_url/--eval_data_url/--vocab_model for your own records).
@@ -28,7 +30,7 @@ import mindspore_federated  # noqa: E402,F401  (before mindspore: protobuf backe
 
 from src.predict import add_predict_args  # noqa: E402
 from src.split_train import add_split_args, run_local, split_defaults  # noqa: E402
-from src.utils import add_training_args, setup_logging  # noqa: E402
+from src.utils import add_training_args, setup_logging, str2bool  # noqa: E402
 
 logger = logging.getLogger("run_pangu_train_local")
 
@@ -50,6 +52,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     g.add_argument("--prepare_vocab_size", type=int, default=8000,
                    help="SentencePiece pieces when the vocabulary is built here (default 8000)")
     g.add_argument("--no_centralized", action="store_true", help="skip the centralised run (and its curve)")
+    g.add_argument("--show_model", type=str2bool, default=True,
+                   help="after training, log the eval perplexity next to the unigram baseline and greedy completions "
+                        "of a few eval prompts by the split and the centralised model (default true)")
     g.add_argument("--plot", default=None, help="figure path (default OUTPUT_DIR/loss.png; 'none' to skip)")
     return parser.parse_args(argv)
 
@@ -103,6 +108,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in pairs)
             logger.info("split vs centralised: %d steps, largest relative loss difference %.3g", len(pairs), worst)
             result["max_rel_diff"] = worst
+    if args.show_model:
+        from src.showcase import show_model  # pylint: disable=import-outside-toplevel
+        result["showcase"] = show_model(args, split["config"], split, result.get("centralized"),
+                                        os.path.join(args.output_dir, "centralized"))
     if (args.plot or "").lower() != "none":
         from plot_loss import plot_curves  # pylint: disable=import-outside-toplevel
         figure = args.plot or os.path.join(args.output_dir, "loss.png")

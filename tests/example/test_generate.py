@@ -141,20 +141,11 @@ def test_generation_stops_at_end_token_length_and_seq_length():
 def _write_checkpoints(root, config, seed=5, std=0.1):
     """Checkpoints as a training run leaves them (central + split, same weights), but with larger
     random weights than training's init, so greedy generation does not repeat one token."""
-    from src.predict import _Holder  # pylint: disable=protected-access
     from src.pangu_alpha import PanguAlphaBackbone
+    from src.predict import save_as_training_run
     whole = PanguAlphaBackbone(config)
     init_weights(whole, seed, std, prefix="backbone.")
-    holder = _Holder(whole)
-    params = {p.name: p for p in holder.get_parameters()}
-    files = {"centralized/pangu_centralized_step_7.ckpt": "backbone.",
-             "checkpoints/leader/embedding_loss_net_step_7.ckpt": "backbone.embedding.",
-             "checkpoints/leader/head_loss_net_step_7.ckpt": ("backbone.layernorm.", "backbone.top_query"),
-             "checkpoints/follower/backbone_loss_net_step_7.ckpt": "backbone.blocks."}
-    for rel, prefix in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        ms.save_checkpoint([{"name": k, "data": v} for k, v in params.items() if k.startswith(prefix)], str(path))
+    save_as_training_run(whole, str(root), step=7)
     return root
 
 

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["add_predict_args", "read_prompts", "find_checkpoint", "load_part", "LeaderModel", "follower_decoder",
            "central_generator", "generate_texts", "run_predict_central", "run_predict_local",
-           "run_predict_leader", "run_predict_follower", "CENTRAL_PREFIX", "PREFIXES"]
+           "run_predict_leader", "run_predict_follower", "save_as_training_run", "CENTRAL_PREFIX", "PREFIXES"]
 
 CENTRAL_PREFIX = "pangu_centralized"
 PREFIXES = {"embedding": "embedding_loss_net", "head": "head_loss_net", "backbone": "backbone_loss_net"}
@@ -135,6 +135,23 @@ def load_part(cell: nn.Cell, files: Sequence[str], config: PanguAlphaConfig) -> 
                          f"{config.seq_length}, hidden {config.hidden_size}, {config.num_layers} layers, vocab "
                          f"{config.vocab_size}): {'; '.join(problems[:3])}{more}. Use the model flags of the "
                          f"training run (--config, --seq_length, --vocab_model / --vocab_size)")
+
+
+def save_as_training_run(backbone: PanguAlphaBackbone, root: str, step: int = 1) -> Dict[str, str]:
+    """Write a whole backbone's weights in the layout a training run leaves in its --output_dir
+    (centralised + the three split sub-networks), e.g. to serve given weights; returns the files."""
+    params = {p.name: p for p in _Holder(backbone).get_parameters()}
+    layout = {os.path.join("centralized", CENTRAL_PREFIX): ("backbone.",),
+              os.path.join("checkpoints", "leader", PREFIXES["embedding"]): ("backbone.embedding.",),
+              os.path.join("checkpoints", "leader", PREFIXES["head"]): ("backbone.layernorm.", "backbone.top_query"),
+              os.path.join("checkpoints", "follower", PREFIXES["backbone"]): ("backbone.blocks.",)}
+    files = {}
+    for stem, prefixes in layout.items():
+        path = os.path.join(root, f"{stem}_step_{step}.ckpt")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        ms.save_checkpoint([{"name": k, "data": v} for k, v in params.items() if k.startswith(prefixes)], path)
+        files[os.path.basename(stem)] = path
+    return files
 
 
 class LeaderModel:
