@@ -110,7 +110,7 @@ class InferenceService:
                 except ValueError as err:
                     raise BadRequest(str(err)) from None
                 self.sessions.open(key)
-                logger.info("session %d of %s opened (%d/%d in use)", session, peer, len(self.sessions),
+                logger.debug("session %d of %s opened (%d/%d in use)", session, peer, len(self.sessions),
                             self.sessions.max_sessions)
                 return _message(Kind.OK, session)
             if kind == Kind.CLOSE:

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["add_predict_args", "read_prompts", "find_checkpoint", "load_part", "LeaderModel", "follower_decoder",
            "central_generator", "generate_texts", "run_predict_central", "run_predict_local",
-           "run_predict_leader", "run_predict_follower", "save_as_training_run", "CENTRAL_PREFIX", "PREFIXES"]
+           "run_predict_leader", "run_predict_follower", "save_as_training_run", "one_line", "CENTRAL_PREFIX", "PREFIXES"]
 
 CENTRAL_PREFIX = "pangu_centralized"
 PREFIXES = {"embedding": "embedding_loss_net", "head": "head_loss_net", "backbone": "backbone_loss_net"}
@@ -220,11 +220,16 @@ def generate_texts(generator: PanguGenerator, tokenizer: Any, prompts: Sequence[
             generator.close()
         seconds = time.perf_counter() - t0
         text = tokenizer.decode(new)
-        logger.info("prompt: %s", prompt)
-        logger.info("%sgenerated: %s", label, text)
+        logger.info("prompt: %s", one_line(prompt))
+        logger.info("%sgenerated: %s", label, one_line(text))
         logger.info("(%d prompt tokens, %d generated in %.2f s)", len(ids), len(new), seconds)
         results.append({"prompt": prompt, "prompt_ids": ids, "ids": new, "text": text, "seconds": seconds})
     return results
+
+
+def one_line(text: str) -> str:
+    """Text for a log line: newlines shown as \\n (a continuation may contain several)."""
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
 
 
 def _tokenizer(args: argparse.Namespace, config: PanguAlphaConfig) -> Any:

@@ -18,7 +18,7 @@ import numpy as np
 from .dataset import create_dataset
 from .generate import GenerateOptions, generate_ids
 from .pangu_alpha_config import PanguAlphaConfig
-from .predict import central_generator, split_local_generator
+from .predict import central_generator, one_line, split_local_generator
 
 logger = logging.getLogger(__name__)
 
@@ -86,14 +86,14 @@ def show_model(args: argparse.Namespace, config: PanguAlphaConfig, split: Dict[s
     rows = []
     for prompt in eval_prompts(args.eval_data_url, config):
         row = {"prompt": tokenizer.decode(prompt)}
-        logger.info("prompt: %s", row["prompt"])
+        logger.info("prompt: %s", one_line(row["prompt"]))
         for name, generator in generators.items():
             try:
                 ids = generate_ids(generator, prompt, options, config.vocab_size, config.seq_length)
             finally:
                 generator.close()
             row[name] = tokenizer.decode(ids)
-            logger.info("  %-12s generated: %s", name, row[name])
+            logger.info("  %-12s generated: %s", name, one_line(row[name]))
         rows.append(row)
     out["completions"] = rows
     return out
