@@ -19,8 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mindspore_federated  # noqa: E402,F401  (before mindspore: protobuf backend)
 
-from src.predict import add_predict_args, run_predict_follower  # noqa: E402
-from src.split_train import add_log_file, add_split_args, run_follower, set_context, split_defaults  # noqa: E402
+from src.predict import add_predict_args, run_predict  # noqa: E402
+from src.split_train import add_split_args, run_follower, split_defaults  # noqa: E402
 from src.utils import add_training_args  # noqa: E402
 
 logger = logging.getLogger("run_pangu_train_follower")
@@ -37,22 +37,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _predict(args: argparse.Namespace) -> None:
-    from src.utils import setup_logging  # pylint: disable=import-outside-toplevel
-    setup_logging()
-    add_log_file(args.log_file)
-    for flag in ("data_url", "eval_data_url", "vocab_model", "prompt", "prompt_file"):
-        if getattr(args, flag, None):
-            raise ValueError(f"--{flag} given to the follower: party B never sees data, text or token ids")
-    set_context(args)
-    run_predict_follower(args)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         if args.run_type == "predict":
-            _predict(args)
+            run_predict(args, "follower")
         else:
             run_follower(args)
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:

@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import mindspore_federated  # noqa: E402,F401  (before mindspore: protobuf backend)
 
-from src.predict import add_predict_args, run_predict_leader  # noqa: E402
-from src.split_train import add_split_args, run_leader, set_context, split_defaults  # noqa: E402
+from src.predict import add_predict_args, run_predict  # noqa: E402
+from src.split_train import add_split_args, run_leader, split_defaults  # noqa: E402
 from src.utils import add_training_args  # noqa: E402
 
 logger = logging.getLogger("run_pangu_train_leader")
@@ -45,20 +45,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def _predict(args: argparse.Namespace) -> None:
-    from src.split_train import add_log_file  # pylint: disable=import-outside-toplevel
-    from src.utils import setup_logging  # pylint: disable=import-outside-toplevel
-    setup_logging()
-    add_log_file(args.log_file)
-    set_context(args)
-    run_predict_leader(args)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     try:
         if args.run_type == "predict":
-            _predict(args)
+            run_predict(args, "leader")
         else:
             run_leader(args)
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:

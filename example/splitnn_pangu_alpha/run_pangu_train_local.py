@@ -79,13 +79,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
     setup_logging()
     if args.run_type == "predict":
-        from src.predict import run_predict_local  # pylint: disable=import-outside-toplevel
-        from src.split_train import set_context  # pylint: disable=import-outside-toplevel
-        set_context(args)
+        from src.predict import run_predict  # pylint: disable=import-outside-toplevel
         default_vocab = os.path.join(args.data_dir, "vocab", "pangu_sp.model")
         if not args.vocab_model and os.path.isfile(default_vocab):
             args.vocab_model = default_vocab  # the vocabulary the main job built and trained with
-        return {"generated": run_predict_local(args)}
+        return {"generated": run_predict(args, "local")}
     os.makedirs(args.output_dir, exist_ok=True)
     ensure_data(args)
     split_args = copy.copy(args)

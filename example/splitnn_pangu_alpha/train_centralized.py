@@ -33,7 +33,7 @@ from src.lr_schedule import default_warmup_steps, lr_at  # noqa: E402
 from src.optim import PanguOptimizer, PanguTrainOneStepCell  # noqa: E402
 from src.pangu_alpha import PanguAlphaWithLoss, count_parameters  # noqa: E402
 from src.pangu_alpha_config import PanguAlphaConfig  # noqa: E402
-from src.predict import add_predict_args, run_predict_central  # noqa: E402
+from src.predict import add_predict_args, run_predict  # noqa: E402
 from src.utils import (LossLog, add_training_args, config_from_args, latest_checkpoint,  # noqa: E402
                        setup_logging, step_log_line, synthetic_batch)
 
@@ -268,9 +268,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     if args.run_type == "predict":
-        setup_logging()
-        set_context(args)
-        run_predict_central(args)
+        run_predict(args, "central")
     else:
         run(args)
     return 0

@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["add_predict_args", "read_prompts", "find_checkpoint", "load_part", "LeaderModel", "follower_decoder",
            "central_generator", "generate_texts", "run_predict_central", "run_predict_local",
-           "run_predict_leader", "run_predict_follower", "save_as_training_run", "one_line", "CENTRAL_PREFIX", "PREFIXES"]
+           "run_predict_leader", "run_predict_follower", "run_predict", "save_as_training_run", "one_line", "CENTRAL_PREFIX", "PREFIXES"]
 
 CENTRAL_PREFIX = "pangu_centralized"
 PREFIXES = {"embedding": "embedding_loss_net", "head": "head_loss_net", "backbone": "backbone_loss_net"}
@@ -329,3 +329,23 @@ def run_predict_follower(args: argparse.Namespace) -> Dict[str, Any]:
         return {"requests": service.requests, "sessions": len(service.sessions), "bytes_sent": channel.bytes_sent}
     finally:
         channel.close()
+
+
+_RUNNERS = {"central": run_predict_central, "local": run_predict_local, "leader": run_predict_leader,
+            "follower": run_predict_follower}
+
+
+def run_predict(args: argparse.Namespace, layout: str) -> Any:
+    """`--run_type predict` of the programs (layout: central, local, leader, follower): logging to
+    stdout and --log_file, the execution context, then generation (or, for the follower, serving)."""
+    from .split_train import add_log_file, set_context  # pylint: disable=import-outside-toplevel
+    from .utils import setup_logging  # pylint: disable=import-outside-toplevel
+    setup_logging()
+    add_log_file(getattr(args, "log_file", None))
+    if layout == "follower":
+        for flag in ("data_url", "eval_data_url", "vocab_model", "prompt", "prompt_file"):
+            if getattr(args, flag, None):
+                raise ValueError(f"--{flag} given to the follower: party B never sees data, text or token ids")
+    set_context(args)
+    return _RUNNERS[layout](args)
+
