@@ -29,6 +29,9 @@ import mindspore as ms
 from mindspore import nn, ops, Tensor, Parameter
 
 from mindspore_federated.config.yaml_data import FLYamlData, GradSpec, NetSpec, OptSpec
+from mindspore_federated.trainer.vfl_optim import (SensDict, as_tuple as _as_tuple, gather_inputs,
+                                                   grad_reducer, output_sensitivities,
+                                                   to_tensor as _to_tensor, zero_integer_grads)
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +41,6 @@ _GLOBAL_STEP_KEY = "global_step"
 # is naturally LIFO (embedding, backbone, head forward; head, backbone, embedding backward);
 # any other order falls back to recomputing the forward.
 _PENDING_TAPES: List["_ForwardTape"] = []
-SensDict = Mapping[str, Mapping[str, Any]]
 
 
 @dataclass
@@ -83,18 +85,6 @@ class _Pass:
     weights: "OrderedDict[int, Parameter]" = field(default_factory=OrderedDict)
     input_grads: Tuple[Any, ...] = ()
     weight_grads: Dict[int, Any] = field(default_factory=dict)
-
-
-def _as_tuple(value: Any) -> tuple:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-
-
-def _to_tensor(value: Any, what: str) -> Tensor:
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (np.ndarray, np.generic, int, float, bool, list)):
-        return Tensor(np.asarray(value))
-    raise TypeError(f"{what}: expected a mindspore.Tensor or numpy array, got {type(value).__name__}")
 
 
 def _sens_key(terms: Sequence[GradSpec]) -> tuple:
@@ -298,7 +288,7 @@ class FLModel:
                              f"failed: {err}") from err
         return _BuiltOpt(index=index, spec=spec, optimizer=optimizer, params=params,
                          groups=self._term_groups(spec, named, path),
-                         reducer=self._make_reducer(optimizer))
+                         reducer=grad_reducer(optimizer.parameters, type(optimizer).__name__))
 
     def _wrap_optimizer(self, index: int, spec: OptSpec, optimizer: Any) -> _BuiltOpt:
         """A user optimizer that takes gradients: FLModel differentiates for its parameters."""
@@ -312,7 +302,8 @@ class FLModel:
         named = [(n, p) for n, p in self._named_trainable if id(p) in {id(q) for q in params}]
         return _BuiltOpt(index=index, spec=spec, optimizer=optimizer, params=params,
                          groups=self._term_groups(spec, named, f"opts[{index}]"),
-                         reducer=self._make_reducer(optimizer), user_given=True)
+                         reducer=grad_reducer(optimizer.parameters, type(optimizer).__name__),
+                         user_given=True)
 
     def _term_groups(self, spec: OptSpec, named: List[Tuple[str, Parameter]],
                      path: str) -> List[_TermGroup]:
@@ -324,25 +315,6 @@ class FLModel:
                 groups[key] = _TermGroup(terms=[], params=[p for _, p in sub])
             groups[key].terms.append(term)
         return list(groups.values())
-
-    @staticmethod
-    def _make_reducer(optimizer: Any) -> Any:
-        """Under DATA_PARALLEL, all-reduce gradients across replicas before applying them."""
-        mode = ms.get_auto_parallel_context("parallel_mode")
-        if mode != ms.ParallelMode.DATA_PARALLEL:
-            return None
-        from mindspore import communication  # pylint: disable=import-outside-toplevel
-        # the reducer crashes the process (not an exception) if communication is not initialised
-        if not communication.GlobalComm.INITED:
-            raise RuntimeError("parallel_mode is DATA_PARALLEL but distributed communication is "
-                               "not initialised; call mindspore.communication.init() before "
-                               "building FLModel")
-        degree = communication.get_group_size()
-        mean = ms.get_auto_parallel_context("gradients_mean")
-        logger.info("DATA_PARALLEL: gradients of %s reduced over %d devices (mean=%s)",
-                    type(optimizer).__name__, degree, mean)
-        return nn.DistributedGradReducer(optimizer.parameters, mean, degree,
-                                         group=communication.GlobalComm.WORLD_COMM_GROUP)
 
     # ----------------------------------------------------------------- inputs
     def _train_inputs(self, local_data_batch: Optional[Mapping[str, Any]],
@@ -362,23 +334,8 @@ class FLModel:
     def _gather(self, net: NetSpec, which: str, local_data_batch: Optional[Mapping[str, Any]],
                 remote_data_batch: Optional[Mapping[str, Any]]) -> Tuple[List[Tensor], Dict]:
         """Inputs in yaml order (as Tensors) and the merged batch."""
-        batch: Dict[str, Any] = {}
-        for arg, given in (("local_data_batch", local_data_batch),
-                           ("remote_data_batch", remote_data_batch)):
-            if given is None:
-                continue
-            if not isinstance(given, Mapping):
-                raise TypeError(f"{arg}: expected a dict of name -> Tensor, "
-                                f"got {type(given).__name__}")
-            batch.update(given)
-        values = []
-        for item in net.inputs:
-            if item.name not in batch:
-                raise ValueError(
-                    f"missing input data {item.name!r} ({which} {net.name!r} of the "
-                    f"{self._yaml.role} party; given: {', '.join(map(str, batch)) or 'nothing'})")
-            values.append(_to_tensor(batch[item.name], f"input {item.name!r}"))
-        return values, batch
+        return gather_inputs(net, local_data_batch, remote_data_batch,
+                             f"{which} {net.name!r} of the {self._yaml.role} party")
 
     def _name_outputs(self, outputs: Any, net: NetSpec, which: str) -> "OrderedDict[str, Tensor]":
         outs = _as_tuple(outputs)
@@ -469,28 +426,6 @@ class FLModel:
         return tape
 
     # --------------------------------------------------------------- backward
-    def _term_sens(self, term: GradSpec, out: Tensor, sens: SensDict) -> Tensor:
-        if term.sens is None:
-            return ops.ones_like(out)
-        if isinstance(term.sens, float):
-            return ops.full_like(out, term.sens)
-        tag = term.sens
-        if tag not in sens:
-            raise ValueError(f"{term.path}.sens: tag {tag!r} not in the received sens dict "
-                             f"(tags: {', '.join(map(str, sens)) or 'none'})")
-        inner = sens[tag]
-        if not isinstance(inner, Mapping) or term.output not in inner:
-            keys = ", ".join(map(str, inner)) if isinstance(inner, Mapping) else type(inner).__name__
-            raise ValueError(f"{term.path}.sens: sens[{tag!r}] has no tensor for output "
-                             f"{term.output!r} (has: {keys})")
-        value = _to_tensor(inner[term.output], f"sens[{tag!r}][{term.output!r}]")
-        if tuple(value.shape) != tuple(out.shape):
-            raise ValueError(f"{term.path}.sens: sens[{tag!r}][{term.output!r}] has shape "
-                             f"{tuple(value.shape)}, output {term.output!r} has {tuple(out.shape)}")
-        if value.dtype != out.dtype:
-            value = value.astype(out.dtype)
-        return value
-
     def _run_pass(self, pas: _Pass, inputs: List[Tensor], sens: SensDict,
                   tape: Optional[_ForwardTape] = None) -> None:
         if tape is not None:  # differentiates all weights; this pass keeps those it needs
@@ -501,27 +436,13 @@ class FLModel:
                 outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
             else:
                 outputs, vjp_fn = ms.vjp(self._train_net, *inputs)
-        outs = _as_tuple(outputs)
-        net = self._yaml.train_net
-        if len(outs) != len(net.outputs):
-            raise ValueError(f"train_net {net.name!r} returned {len(outs)} outputs but the yaml "
-                             f"lists {len(net.outputs)} ({', '.join(net.output_names)})")
-        index = {name: i for i, name in enumerate(net.output_names)}
-        sens_list: List[Any] = [None] * len(outs)
-        for term in pas.terms:
-            i = index[term.output]
-            value = self._term_sens(term, outs[i], sens)
-            sens_list[i] = value if sens_list[i] is None else sens_list[i] + value
-        sens_list = [ops.zeros_like(o) if s is None else s for s, o in zip(sens_list, outs)]
-        grads = vjp_fn(tuple(sens_list) if isinstance(outputs, (tuple, list)) else sens_list[0])
+        grads = vjp_fn(output_sensitivities(pas.terms, outputs, self._yaml.train_net, sens))
         if weights:
             input_grads, weight_grads = grads
             pas.weight_grads = {id(p): g for p, g in zip(weights, _as_tuple(weight_grads))}
         else:
             input_grads = grads
-        # integer/bool data (token ids, masks) has no gradient, even when passed through
-        pas.input_grads = tuple(g if ops.is_floating_point(x) else ops.zeros_like(x)
-                                for g, x in zip(_as_tuple(input_grads), inputs))
+        pas.input_grads = zero_integer_grads(_as_tuple(input_grads), inputs)
 
     def backward_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
                           remote_data_batch: Optional[Mapping[str, Any]] = None,
