@@ -319,3 +319,20 @@ def test_two_processes_over_mutual_tls_generate_the_centralised_text(sp_model, t
     assert got == [one_line(r["text"]) for r in expected] and all(got), (got, out_l[-2000:])
     assert "mutual TLS" in out_f
     assert "0 sessions open, received tensors: attention_mask, hidden_states," in out_f, out_f[-2000:]
+
+
+def test_predict_command_lines_centralised_and_one_process(sp_model, tmp_path, capsys):
+    """train_centralized.py and run_pangu_train_local.py --run_type predict print the same greedy text."""
+    import run_pangu_train_local
+    import train_centralized
+    from src.tokenizer import JIEBATokenizer
+    config = CFG.replace(vocab_size=JIEBATokenizer(sp_model).vocab_size)
+    run = _write_checkpoints(tmp_path / "run", config)
+    flags = ["--config", "tiny", "--run_type", "predict", "--load_ckpt_path", str(run), "--vocab_model", sp_model,
+             "--prompt", "今天天气很好", "--max_generate_length", "10"]
+    assert train_centralized.main(flags) == 0
+    central = [l for l in capsys.readouterr().out.splitlines() if l.startswith("generated: ")]
+    result = run_pangu_train_local.main(flags + ["--log_file", str(tmp_path / "local.log")])
+    local = [l for l in capsys.readouterr().out.splitlines() if l.startswith("generated: ")]
+    assert len(central) == 1 and local == central, (central, local)
+    assert result["generated"][0]["ids"] and len(result["generated"][0]["ids"]) <= 10
