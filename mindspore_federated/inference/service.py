@@ -63,6 +63,7 @@ def meta_int(meta: Mapping, key: str) -> int:
 
 
 def _message(kind: int, session: int = 0, tensors: Optional[Mapping] = None, **meta: Any) -> Dict:
+    # `step` (always 0) lets a training party that receives this by mistake report it cleanly
     head: Dict[str, Any] = {"kind": np.asarray(kind, np.int32), "session": np.asarray(session, np.int64),
                             "step": np.asarray(0, np.int64)}
     for key, value in meta.items():

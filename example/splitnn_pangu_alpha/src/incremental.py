@@ -89,7 +89,8 @@ class _BlocksStep(nn.Cell):
 
 
 class BlocksDecoder:
-    """Prefill/step programs over a stack of transformer blocks (weights shared with `blocks`)."""
+    """Prefill/step programs over a stack of transformer blocks (weights shared with `blocks`, which
+    are put in inference mode: no dropout)."""
 
     def __init__(self, blocks: nn.CellList, config: PanguAlphaConfig) -> None:
         if len(blocks) < 1:
