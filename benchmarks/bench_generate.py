@@ -8,9 +8,10 @@ weights in every layout, greedy, with and without the key/value cache (`use_past
   * split, two processes: party B = run_pangu_train_follower.py --run_type predict in its own
     process, party A in this one, over the communicator with mutual TLS on loopback.
 
-Prints a markdown table: tokens/s (a warm-up generation first, so compilation is not timed),
-the ratio to centralised with the cache, and the bytes A and B put on the wire per generated token
-(protobuf payload; the prompt's one request not included).
+Prints a markdown table: tokens/s and CPU milliseconds per token (a warm-up generation first, so
+compilation is not timed; CPU time of both parties' processes, the steadier figure on a shared
+machine), the cache's speed-up, the ratio to centralised with the cache, and the bytes A and B put
+on the wire per generated token (protobuf payload; the prompt's one request not included).
 
     .venv/bin/python benchmarks/bench_generate.py                  # small model, seq 256, ~3 min on 2 cores
     .venv/bin/python benchmarks/bench_generate.py --config tiny --prompt_tokens 8 --new_tokens 16
@@ -25,7 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example" / "splitnn_pangu_alpha"
@@ -45,22 +46,35 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _time_generation(generator: Any, prompt: List[int], new_tokens: int, config: Any, repeats: int) -> float:
-    """Tokens per second of greedy generation of exactly `new_tokens` tokens (best of `repeats`)."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _time_generation(generator: Any, prompt: List[int], new_tokens: int, config: Any, repeats: int,
+                     pids: Tuple[int, ...] = ()) -> Tuple[float, float]:
+    """(tokens per wall second, CPU ms per token of this process and `pids`) of greedy generation of
+    exactly `new_tokens` tokens, best of `repeats` after a warm-up run (which compiles).
+
+    The CPU figure is the steadier one on a shared machine: other jobs stretch the wall time, not it."""
     from src.generate import GenerateOptions, generate_ids
     options = GenerateOptions(max_generate_length=new_tokens, end_token=-1)
-    best = float("inf")
-    for i in range(repeats + 1):  # the first run compiles
+    best, best_cpu = float("inf"), float("inf")
+    for i in range(repeats + 1):
+        cpu0 = time.process_time() + sum(_cpu_seconds(p) for p in pids)
         t0 = time.perf_counter()
         try:
             out = generate_ids(generator, prompt, options, config.vocab_size, config.seq_length)
         finally:
             generator.close()
+        wall = time.perf_counter() - t0
+        cpu = time.process_time() + sum(_cpu_seconds(p) for p in pids) - cpu0
         if len(out) != new_tokens:
             raise RuntimeError(f"generated {len(out)} tokens instead of {new_tokens}")
         if i:
-            best = min(best, time.perf_counter() - t0)
-    return new_tokens / best
+            best, best_cpu = min(best, wall), min(best_cpu, cpu)
+    return new_tokens / best, 1000.0 * best_cpu / new_tokens
 
 
 class _ByteCounter:
@@ -111,7 +125,7 @@ def _two_process_rates(args: argparse.Namespace, config: Any, run_dir: str, prom
         leader = LeaderModel(config, run_dir)
         for use_past in (True, False):
             gen = leader.generator(lambda: RemoteBlocks(client, config), use_past)
-            rates[use_past] = _time_generation(gen, prompt, args.new_tokens, config, args.repeats)
+            rates[use_past] = _time_generation(gen, prompt, args.new_tokens, config, args.repeats, (follower.pid,))
         client.bye()
     finally:
         channel.close()
@@ -142,7 +156,7 @@ def main() -> None:
     seq = args.prompt_tokens + args.new_tokens
     config = get_config(args.config, vocab_size=args.vocab_size, seq_length=seq, dropout_rate=0.0, batch_size=1)
     prompt = [int(t) for t in np.random.RandomState(0).randint(12, config.vocab_size, args.prompt_tokens)]
-    rows: Dict[str, Dict[bool, float]] = {}
+    rows: Dict[str, Dict[bool, Tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         whole = PanguAlphaBackbone(config)
         init_weights(whole, 1, 0.1, prefix="backbone.")
@@ -164,15 +178,18 @@ def main() -> None:
             wire[use_past] = sum(per_token) / args.new_tokens
         if not args.no_tls:
             rows["split, two processes (mutual TLS)"] = _two_process_rates(args, config, tmp, prompt, tmp)
-    base = rows["centralised"][True]
+    base_wall, base_cpu = rows["centralised"][True]
     print(f"PanGu-alpha `{args.config}` (vocab {config.vocab_size}, hidden {config.hidden_size}, "
           f"{config.num_layers} layers, seq_length {seq}), CPU, greedy, {args.prompt_tokens}-token prompt, "
-          f"{args.new_tokens} generated tokens, best of {args.repeats} after a warm-up generation.\n")
-    print("| layout | tokens/s with cache | tokens/s without cache | cache speed-up | vs centralised (cache) |")
-    print("|---|---:|---:|---:|---:|")
+          f"{args.new_tokens} generated tokens, best of {args.repeats} after a warm-up generation. CPU ms/token "
+          f"counts both parties' processes.\n")
+    print("| layout | tokens/s, cache | tokens/s, no cache | CPU ms/token, cache | CPU ms/token, no cache | "
+          "cache speed-up (CPU) | vs centralised, cache (CPU) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, rate in rows.items():
-        print(f"| {name} | {rate[True]:.1f} | {rate[False]:.1f} | {rate[True] / rate[False]:.1f}x | "
-              f"{rate[True] / base:.2f}x |")
+        (wall_c, cpu_c), (wall_n, cpu_n) = rate[True], rate[False]
+        print(f"| {name} | {wall_c:.1f} | {wall_n:.1f} | {cpu_c:.1f} | {cpu_n:.1f} | {cpu_n / cpu_c:.1f}x | "
+              f"{base_cpu / cpu_c:.2f}x |")
     h = config.hidden_size
     print(f"\nWire bytes per generated token (A->B + B->A, protobuf payload): with cache {wire[True]:,.0f} "
           f"(the two hidden-state vectors alone: {2 * 4 * h:,}), without cache {wire[False]:,.0f}")
