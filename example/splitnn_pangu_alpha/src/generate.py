@@ -158,7 +158,7 @@ class PanguGenerator:
         self.config = config
         self.embedding = embedding
         self.embedding.set_train(False)
-        self.top = TopDecoder(top, config)
+        self.top = TopDecoder(top, head, config)
         self.head = head
         self.open_blocks = open_blocks
         self.use_past = use_past
@@ -202,8 +202,8 @@ class PanguGenerator:
         mask_row[0, 0, self._doc_start:] = 1.0
         emb, _ = self.embedding(Tensor(np.asarray([[token]], np.int32)), Tensor(position))
         hidden = self.blocks.run(emb.asnumpy(), mask_row, t)
-        top_out, self._k, self._v = self.top.step(hidden, position, mask_row, self._k, self._v, t)
-        return self._logits(top_out)
+        logits, self._k, self._v = self.top.step(hidden, position, mask_row, self._k, self._v, t, self._word_table())
+        return logits.asnumpy().reshape(-1)
 
     def sibling(self) -> "PanguGenerator":
         """Another generator on the same weights and programs, with its own sessions (concurrent prompts)."""

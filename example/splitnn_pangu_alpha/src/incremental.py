@@ -182,24 +182,27 @@ class _TopPrefill(nn.Cell):
 
 
 class _TopStep(nn.Cell):
-    def __init__(self, top: nn.Cell) -> None:
+    def __init__(self, top: nn.Cell, head: nn.Cell) -> None:
         super().__init__(auto_prefix=False)
         self.top = top
+        self.head = head
 
-    def construct(self, hidden: Tensor, position_id: Tensor, mask_row: Tensor, k: Tensor, v: Tensor, slot: Tensor):
+    def construct(self, hidden: Tensor, position_id: Tensor, mask_row: Tensor, k: Tensor, v: Tensor, slot: Tensor,
+                  word_table: Tensor):
         bias = attention_bias(mask_row)
         query, _ = self.top.top_query_embedding(position_id)
-        return self.top.top_query_layer.step_kv(self.top.layernorm(hidden), query, bias, k, v, slot)
+        out, k, v = self.top.top_query_layer.step_kv(self.top.layernorm(hidden), query, bias, k, v, slot)
+        return self.head(out, word_table), k, v
 
 
 class TopDecoder:
-    """Final LayerNorm + query layer, incrementally (party A's part after the blocks)."""
+    """Final LayerNorm + query layer (+ the head in `step`), incrementally: party A's part after the blocks."""
 
-    def __init__(self, top: nn.Cell, config: PanguAlphaConfig) -> None:
+    def __init__(self, top: nn.Cell, head: nn.Cell, config: PanguAlphaConfig) -> None:
         top.set_train(False)
         self.config = config
         self._prefill = jit_forward(_TopPrefill(top), config.jit_forward)
-        self._step = jit_forward(_TopStep(top), config.jit_forward)
+        self._step = jit_forward(_TopStep(top, head), config.jit_forward)  # one compiled call per token
         self._prefill.set_train(False)
         self._step.set_train(False)
 
@@ -212,7 +215,8 @@ class TopDecoder:
         return out[:, n - 1:n], k, v
 
     def step(self, hidden: np.ndarray, position_id: np.ndarray, mask_row: np.ndarray, k: Tensor, v: Tensor,
-             position: int):
+             position: int, word_table: Tensor):
+        """-> (logits [1,V] of the new position, key cache, value cache)."""
         s = self.config.seq_length
         return self._step(Tensor(np.asarray(hidden, np.float32)), Tensor(np.asarray(position_id, np.int32)),
-                          Tensor(pad_mask(mask_row, s)), k, v, slot_vector(position, s))
+                          Tensor(pad_mask(mask_row, s)), k, v, slot_vector(position, s), word_table)
