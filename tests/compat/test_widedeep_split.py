@@ -399,3 +399,30 @@ def test_original_widedeep_program_matches_centralised(tmp_path, custom_follower
         model.save_ckpt()
         model.load_ckpt()
         assert model.global_step == len(batches)
+
+
+_GRAPH_MODE_RUN = """
+import json, sys, pathlib
+import mindspore as ms
+ms.set_context(mode=ms.GRAPH_MODE)   # what the original's programs set
+from tests.compat.test_widedeep_split import make_data, original_program, write_yamls
+losses, _, _ = original_program(write_yamls(pathlib.Path(sys.argv[1])), make_data(4), False)
+print(json.dumps(losses))
+"""
+
+
+@pytest.mark.slow
+def test_original_program_in_graph_mode(tmp_path):
+    """The original's programs run in GRAPH_MODE: same losses there (it is slower, see
+    docs/compatibility.md)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=root)
+    done = subprocess.run([sys.executable, "-c", _GRAPH_MODE_RUN, str(tmp_path)], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    losses = json.loads(done.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(losses, centralised(make_data(4)), rtol=2e-5, atol=1e-7)
