@@ -411,10 +411,9 @@ print(json.dumps(losses))
 """
 
 
-@pytest.mark.slow
 def test_original_program_in_graph_mode(tmp_path):
-    """The original's programs run in GRAPH_MODE: same losses there (it is slower, see
-    docs/compatibility.md)."""
+    """The original's programs run in GRAPH_MODE: same losses there, through backward graphs
+    compiled once (a fresh process: the mode is process-wide)."""
     import json
     import os
     import subprocess
