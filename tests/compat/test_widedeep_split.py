@@ -407,6 +407,11 @@ import mindspore as ms
 ms.set_context(mode=ms.GRAPH_MODE)   # what the original's programs set
 from tests.compat.test_widedeep_split import make_data, original_program, write_yamls
 losses, _, _ = original_program(write_yamls(pathlib.Path(sys.argv[1])), make_data(4), False)
+# the original's per-term objects, against their closed-form gradients, in GRAPH_MODE too
+from tests.trainer import test_vfl_optim as t
+t.test_grad_operation_tag_and_constant_sens()
+t.test_grad_scaler_returns_listed_inputs_in_order()
+t.test_optimizer_sums_its_terms_and_applies_them(pathlib.Path(sys.argv[1]))
 print(json.dumps(losses))
 """
 
