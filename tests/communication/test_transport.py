@@ -107,7 +107,7 @@ def test_raw_client_bad_streams_are_refused_and_server_keeps_serving(pki, partie
         ([], None, grpc.StatusCode.INVALID_ARGUMENT, "empty message stream"),
         ([_chunk(1, 10, 0, b"x", sender="eve")], None, grpc.StatusCode.PERMISSION_DENIED, "unknown sender 'eve'"),
         ([_chunk(1, 10, 0, b"x")], "mallory_client.p12", grpc.StatusCode.PERMISSION_DENIED,
-         "do not include the claimed sender"),
+         "include none of the configured peers ['follower']"),  # refused before any chunk is read
         ([_chunk(1, 1 << 40, 0, b"x")], None, grpc.StatusCode.RESOURCE_EXHAUSTED, "max_message_size"),
         ([_chunk(1, 100, 0, b"x" * 50)], None, grpc.StatusCode.INVALID_ARGUMENT, "ended early: 50 of 100"),
         ([_chunk(1, 100, 0, b"x" * 50), _chunk(1, 100, 60, b"x" * 40)], None, grpc.StatusCode.INVALID_ARGUMENT,
