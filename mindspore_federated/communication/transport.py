@@ -312,9 +312,8 @@ class Admission:
     watchdog thread cancels admitted calls whose next chunk is overdue, which frees their worker.
     """
 
-    def __init__(self, per_peer: int = STREAMS_PER_PEER, first_timeout: float = FIRST_DATA_TIMEOUT,
-                 idle_timeout: float = IDLE_TIMEOUT):
-        self._per_peer, self._first, self._idle = per_peer, first_timeout, idle_timeout
+    def __init__(self):
+        self._per_peer, self._first, self._idle = STREAMS_PER_PEER, FIRST_DATA_TIMEOUT, IDLE_TIMEOUT
         self._lock = threading.Lock()
         self._open: Dict[str, int] = {}
         self._slots: set = set()
@@ -415,10 +414,9 @@ class MessageService:
             key = "ip:" + context.peer().rpartition(":")[0]
         slot = self.admission.enter(key, context)
         if slot is None:
-            logger.info("'%s' turned away a call from %s: %d calls of '%s' are open already",
-                        self._own_name, context.peer(), STREAMS_PER_PEER, key)
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"too many concurrent calls from '{key}' "
-                                                       f"(at most {STREAMS_PER_PEER}); retry later")
+            logger.info("'%s' turned away a call from %s: '%s' holds the most calls allowed already",
+                        self._own_name, context.peer(), key)
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"too many concurrent calls from '{key}'; retry later")
         return slot
 
     def _guarded(self, context, body: Callable[[_Slot], object]):

@@ -146,3 +146,20 @@ def test_one_gib_message_with_bounded_memory(pki, parties):
     # from their memory, no serialized copy of the whole message is made. (Measured: +30 / +11 MiB.)
     assert recv_growth < size + (160 << 20), recv_growth
     assert send_growth < size + (160 << 20), send_growth
+
+
+@pytest.mark.timeout(90)
+def test_peer_killed_is_reported_within_10_s_naming_it(pki, parties):
+    """Before: a receive blocked on a SIGKILLed peer waited out its whole timeout."""
+    lp, fp = free_port(), free_port()
+    leader = parties(_spec("leader", lp, {"follower": fp}, pki,
+                           [("recv", "follower", 1, 60), ("recv", "follower", 1, 120)]))
+    follower = parties(_spec("follower", fp, {"leader": lp}, pki, [("send", "leader", 1, 0, 0), ("hold", 120)]))
+    assert leader.expect("recv")[1:] == (1, 0, True)
+    time.sleep(1.0)  # a heartbeat or two in both directions
+    killed = time.monotonic()
+    follower.stop()  # SIGKILL: no goodbye
+    _, text, when = leader.expect("recv_gone", timeout=30)
+    assert when - killed < 10, (when - killed, text)
+    assert f"peer 'follower' (127.0.0.1:{fp}) is gone: no sign of life" in text, text
+    assert f"nothing listens on 127.0.0.1:{fp}" in text and "--resume" in text, text

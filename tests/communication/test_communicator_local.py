@@ -203,3 +203,118 @@ def test_tls_client_against_plaintext_server_fails_fast(pki):
         assert time.monotonic() - start < 10
         with pytest.raises(TimeoutError):
             plain.receive("follower", timeout=0.1)
+
+
+# --- limits, timeouts and liveness ----------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_complex_tensors_round_trip_through_the_communicator():
+    """Before: the receive buffer's payload offsets left complex data misaligned -> UNKNOWN."""
+    leader, follower = _pair()
+    rng = np.random.default_rng(3)
+    with leader, follower:
+        for pad in range(8):  # key lengths move the payload's offset through every alignment
+            message = {"k" * (pad + 1): (rng.standard_normal(5) + 1j * rng.standard_normal(5)).astype(np.complex64),
+                       "c128" + "x" * pad: rng.standard_normal((2, 3)) * (1 + 2j)}
+            leader.send_tensors("follower", message)
+            assert digest(follower.receive("leader", timeout=10)) == digest(message)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("error, code", [(RuntimeError("Unsupported data type!"), "INVALID_ARGUMENT"),
+                                         (MemoryError(), "RESOURCE_EXHAUSTED")])
+def test_any_decode_failure_is_a_precise_status_never_unknown(monkeypatch, error, code):
+    from mindspore_federated.communication import codec
+
+    real = codec.loads
+
+    def failing(data, *args, **kwargs):
+        if len(data) > 1000:
+            raise error
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "loads", failing)
+    leader, follower = _pair()
+    with leader, follower:
+        with pytest.raises(ConnectionRefusedError, match=f"{code}.*message 1 from 'leader'"):
+            leader.send_tensors("follower", {"big": np.zeros(1000, np.uint8)})
+        leader.send_tensors("follower", {"small": np.arange(3)})  # still serving
+        assert list(follower.receive("leader", timeout=10)) == ["small"]
+
+
+@pytest.mark.timeout(60)
+def test_stalled_calls_are_capped_per_peer_and_cancelled_when_silent(monkeypatch):
+    import grpc
+    from mindspore_federated._proto.vfl_pb2 import SendAck
+    from mindspore_federated.communication import transport
+
+    monkeypatch.setattr(transport, "FIRST_DATA_TIMEOUT", 1.0)
+    leader, follower = _pair()
+    release = threading.Event()
+
+    def nothing():
+        release.wait(30)
+        return
+        yield  # noqa: unreachable
+
+    with follower, grpc.insecure_channel(follower.remote_server_configs["leader"].server_address) as ch:
+        target = follower.http_server_config.server_address
+        with grpc.insecure_channel(target) as channel:
+            stub = channel.stream_unary(transport.METHOD, response_deserializer=SendAck.FromString)
+            start = time.monotonic()
+            calls = [stub.future(nothing(), timeout=30) for _ in range(transport.STREAMS_PER_PEER + 3)]
+            for call in calls:
+                call.exception(timeout=10)
+            codes = [call.exception().code() for call in calls]
+            # over the cap: turned away at once; admitted ones: cancelled after 1 s of silence
+            assert codes.count(grpc.StatusCode.UNAVAILABLE) == 3, codes
+            assert codes.count(grpc.StatusCode.CANCELLED) == transport.STREAMS_PER_PEER, codes
+            assert 0.9 < time.monotonic() - start < 5
+            release.set()
+        with leader:  # and the server serves normally afterwards
+            leader.send_tensors("follower", {"x": np.ones(2)})
+            assert list(follower.receive("leader", timeout=10)) == ["x"]
+
+
+@pytest.mark.timeout(30)
+def test_receive_timeout_says_nothing_listens_on_the_peer_address():
+    leader, follower = _pair()
+    with leader:
+        time.sleep(1.5)  # a heartbeat or two found nobody
+        address = follower.http_server_config.server_address
+        with pytest.raises(TimeoutError, match=rf"nothing listens on {address} \(is 'follower' started\? "
+                                               rf"is the port right\?\)"):
+            leader.receive("follower", timeout=0.5)
+
+
+@pytest.mark.timeout(30)
+def test_peer_answering_as_another_party_is_named():
+    a = ServerConfig("leader", f"127.0.0.1:{free_port()}")
+    other = ServerConfig("other", f"127.0.0.1:{free_port()}")
+    # the leader believes 'follower' listens where 'other' does (a wrong port in its config)
+    leader = VerticalFederatedCommunicator(a, ServerConfig("follower", other.server_address))
+    with leader, VerticalFederatedCommunicator(other, a):
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match=rf"peer 'follower' \({other.server_address}\) is gone: "
+                                                  rf"{other.server_address} answers as 'other', not as 'follower'"):
+            leader.receive("follower", timeout=20)
+        assert time.monotonic() - start < 5
+
+
+@pytest.mark.timeout(30)
+def test_goodbye_reason_reaches_the_blocked_receiver_after_queued_messages():
+    leader, follower = _pair()
+    with leader, follower:
+        leader.send_tensors("follower", {"last": np.ones(1)})
+        assert leader.goodbye("step 7: disk full") == {"follower": ""}
+        assert list(follower.receive("leader", timeout=5)) == ["last"]  # queued messages first
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match=r"peer 'leader' \(127\.0\.0\.1:\d+\) is gone: "
+                                                  r"it stopped and said why: step 7: disk full"):
+            follower.receive("leader", timeout=20)
+        assert time.monotonic() - start < 1
+        leader.close()  # after its goodbye: no second farewell, and sends to it fail at once
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match="peer 'leader'.*disk full"):
+            follower.send_tensors("leader", {"x": np.ones(1)})
+        assert time.monotonic() - start < 2

@@ -5,6 +5,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mindspore_federated._proto.vfl_pb2 import MessageChunk, SendAck
@@ -145,4 +146,142 @@ def test_raw_client_bad_streams_are_refused_and_server_keeps_serving(pki, partie
     good2 = codec.dumps(make_message(6, 1))
     assert not call([_chunk(2, len(good2), 0, good2)]).duplicate
     assert leader.expect("recv")[1:] == (6, 1, True)
+    assert leader.expect("recv_timeout")
+
+
+# --- attacks by holders of a certificate of the CA ----------------------------------------------
+
+def _stalled_calls(target, creds, n):
+    """``n`` calls that open and then send nothing; returns (futures, release)."""
+    import grpc
+
+    release = threading.Event()
+
+    def nothing():
+        release.wait(60)
+        return
+        yield  # noqa: unreachable - makes this a generator
+
+    channel = grpc.secure_channel(target, creds)
+    stub = channel.stream_unary(METHOD, response_deserializer=SendAck.FromString)
+    calls = [stub.future(nothing(), timeout=60) for _ in range(n)]
+
+    def stop():
+        release.set()
+        channel.close()
+    return calls, stop
+
+
+@pytest.mark.timeout(120)
+def test_stalled_streams_of_third_party_and_revoked_certificates_do_not_starve_the_peer(pki, parties):
+    """Before: 12 stalled calls (any certificate of the CA, even revoked) took every worker."""
+    import grpc
+    from mindspore_federated.communication import codec
+
+    port, fp = free_port(), free_port()
+    leader = parties({"name": "leader", "port": port, "peers": {"follower": fp}, "ssl": ssl_kwargs(pki, "leader"),
+                      "plan": [("recv", "follower", 3, 60)]})
+    leader.expect("ready")
+    target = f"127.0.0.1:{port}"
+    stalled, stops = [], []
+    for cert in ("mallory_client.p12", "follower_revoked_client.pem"):
+        calls, stop = _stalled_calls(target, _credentials(pki, cert), 16)
+        stalled += calls
+        stops.append(stop)
+    try:
+        time.sleep(1.0)  # let them all open
+        with grpc.secure_channel(target, _credentials(pki)) as channel:
+            stub = channel.stream_unary(METHOD, response_deserializer=SendAck.FromString)
+            for seq in (1, 2, 3):
+                good = codec.dumps(make_message(8, seq - 1))
+                start = time.monotonic()
+                ack = stub(iter([_chunk(seq, len(good), 0, good)]), timeout=20)
+                assert (ack.seq, ack.duplicate) == (seq, False)
+                assert time.monotonic() - start < 5
+        for seq in (1, 2, 3):
+            assert leader.expect("recv", timeout=30)[1:] == (8, seq - 1, True)
+        # every stalled call was turned away when it opened, before sending anything
+        deadline = time.monotonic() + 10
+        while not all(c.done() for c in stalled) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        codes = {c.exception().code() if c.done() and c.exception() else None for c in stalled}
+        assert codes == {grpc.StatusCode.PERMISSION_DENIED}, codes
+        details = {c.exception().details().split(" (serial")[0].split(" is revoked")[0][-40:] for c in stalled}
+        assert any("configured peers ['follower']" in d for d in
+                   {c.exception().details() for c in stalled}), details
+        assert any("revoked by CRL" in c.exception().details() for c in stalled)
+    finally:
+        for stop in stops:
+            stop()
+
+
+def _bomb(count: int, name: str = "bomb") -> bytes:
+    """A message whose one 1-bit min_max tensor of ``count`` float64 decodes to 8 x count bytes."""
+    from mindspore_federated._proto.vfl_pb2 import TensorListProto, TensorProto
+
+    tensor = TensorProto(name=name, ref_key=name, dims=[count], data_type="float64", raw_data=bytes(count // 8),
+                         compress_type="min_max", bit_num=1, min_val=0.0, max_val=1.0, size=count)
+    return TensorListProto(tensors=[tensor], key_order=[name], length=1).SerializeToString()
+
+
+@pytest.mark.timeout(120)
+def test_decompression_bomb_and_tensor_flood_are_refused_before_allocation(pki, parties):
+    """Before: a 16 MiB message decoding to 1 GiB of float64 was decoded (+2 GiB peak, or MemoryError
+    as UNKNOWN), and 100 000 tiny tensors were accepted (+327 MiB)."""
+    import grpc
+    from mindspore_federated.communication import codec
+
+    port, fp = free_port(), free_port()
+    leader = parties({"name": "leader", "port": port, "peers": {"follower": fp}, "ssl": ssl_kwargs(pki, "leader"),
+                      "opts": {"max_message_size": 32 << 20},
+                      "plan": [("rss_base",), ("recv", "follower", 1, 60), ("rss",)]})
+    leader.expect("ready")
+
+    def call(data, seq):
+        chunks = [_chunk(seq, len(data), off, data[off:off + (1 << 20)]) for off in range(0, len(data), 1 << 20)]
+        with grpc.secure_channel(f"127.0.0.1:{port}", _credentials(pki)) as channel:
+            return channel.stream_unary(METHOD, response_deserializer=SendAck.FromString)(iter(chunks), timeout=60)
+
+    flood = codec.dumps({f"t{i}": np.zeros(1, np.float32) for i in range(100_000)})
+    cases = [(_bomb(1 << 27), "would decode to more than 33554432 bytes"),   # 16 MiB -> 1 GiB
+             (flood, "more than 10000 tensors and dicts")]
+    for seq, (data, text) in enumerate(cases, start=1):
+        assert len(data) < 32 << 20
+        start = time.monotonic()
+        with pytest.raises(grpc.RpcError) as info:
+            call(data, seq)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value
+        assert text in info.value.details(), info.value.details()
+        assert time.monotonic() - start < 10
+    good = codec.dumps(make_message(4, 0))
+    assert not call(good, 3).duplicate  # still serving (the refused ones consumed no sequence number)
+    assert leader.expect("recv")[1:] == (4, 0, True)
+    growth = leader.expect("rss")[1]
+    assert growth < 120 << 20, f"peak RSS grew by {growth / 2**20:.0f} MiB"
+
+
+@pytest.mark.timeout(90)
+def test_replayed_and_stale_messages_are_not_delivered_again(pki, parties):
+    """A retried message (same epoch and seq) is acknowledged as a duplicate; a message of an older
+    epoch arriving after a newer one is refused (before: delivered again)."""
+    import grpc
+    from mindspore_federated.communication import codec
+
+    port, fp = free_port(), free_port()
+    leader = parties({"name": "leader", "port": port, "peers": {"follower": fp}, "ssl": ssl_kwargs(pki, "leader"),
+                      "plan": [("recv", "follower", 2, 60), ("recv", "follower", 1, 3)]})
+    leader.expect("ready")
+    msgs = [codec.dumps(make_message(2, i)) for i in range(3)]
+    with grpc.secure_channel(f"127.0.0.1:{port}", _credentials(pki)) as channel:
+        stub = channel.stream_unary(METHOD, response_deserializer=SendAck.FromString)
+        send = lambda i, seq, epoch: stub(iter([_chunk(seq, len(msgs[i]), 0, msgs[i], epoch=epoch)]), timeout=10)  # noqa: E731
+        assert not send(0, 1, 1000).duplicate
+        assert send(0, 1, 1000).duplicate          # a retry: acknowledged, not delivered again
+        assert not send(1, 1, 2000).duplicate      # a newer epoch (the sender opened a new link)
+        with pytest.raises(grpc.RpcError) as info:
+            send(2, 2, 1000)                       # the old link's next message, replayed late
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "stale epoch 1000" in info.value.details() and "current epoch 2000" in info.value.details()
+        assert send(1, 1, 2000).duplicate
+    assert [leader.expect("recv")[1:] for _ in range(2)] == [(2, 0, True), (2, 1, True)]
     assert leader.expect("recv_timeout")
