@@ -291,7 +291,7 @@ class PeerLink:
 
 # What one peer identity may make a server hold (docs/communication.md, "Threat model").
 STREAMS_PER_PEER = 4       # concurrent calls (messages and heartbeats) per peer identity
-SPARE_WORKERS = 4          # workers that only turn calls away (identity refused, over a cap)
+SPARE_WORKERS = 8          # workers that only turn calls away (identity refused, over a cap)
 FIRST_DATA_TIMEOUT = 15.0  # s from the opening of a call to its first chunk / heartbeat
 IDLE_TIMEOUT = 60.0        # s between two chunks of one message
 _WATCH_PERIOD = 0.25
@@ -380,6 +380,8 @@ class MessageService:
         self._own_name = own_name
         self._on_contact = on_contact
         self.admission = Admission()
+        self._log_lock = threading.Lock()
+        self._last_warning, self._suppressed = -1e9, 0
 
     @property
     def max_workers(self) -> int:
@@ -394,7 +396,19 @@ class MessageService:
                 self._beat, request_deserializer=None, response_serializer=HeartbeatAck.SerializeToString)})
 
     def _refuse(self, context, code: grpc.StatusCode, message: str):
-        logger.warning("'%s' refused a call from %s: %s", self._own_name, context.peer(), message)
+        # at most one WARNING a second: a flood of refused calls must not flood the log too
+        with self._log_lock:
+            now = time.monotonic()
+            loud = now - self._last_warning >= 1.0
+            if loud:
+                self._last_warning, suppressed, self._suppressed = now, self._suppressed, 0
+            else:
+                self._suppressed += 1
+        if loud:
+            logger.warning("'%s' refused a call from %s: %s%s", self._own_name, context.peer(), message,
+                           f" ({suppressed} more refusals in the last seconds not logged)" if suppressed else "")
+        else:
+            logger.debug("'%s' refused a call from %s: %s", self._own_name, context.peer(), message)
         context.abort(code, message)
 
     def _client_cert(self, context) -> Optional[bytes]:

@@ -204,12 +204,13 @@ def test_stalled_streams_of_third_party_and_revoked_certificates_do_not_starve_t
         deadline = time.monotonic() + 10
         while not all(c.done() for c in stalled) and time.monotonic() < deadline:
             time.sleep(0.1)
-        codes = {c.exception().code() if c.done() and c.exception() else None for c in stalled}
-        assert codes == {grpc.StatusCode.PERMISSION_DENIED}, codes
-        details = {c.exception().details().split(" (serial")[0].split(" is revoked")[0][-40:] for c in stalled}
-        assert any("configured peers ['follower']" in d for d in
-                   {c.exception().details() for c in stalled}), details
-        assert any("revoked by CRL" in c.exception().details() for c in stalled)
+        errors = [c.exception() if c.done() else None for c in stalled]
+        assert all(e is not None for e in errors), "a stalled call is still open"
+        # turned away by identity, or (when many open at once) by gRPC's concurrency cap, never admitted
+        codes = {e.code() for e in errors}
+        assert codes <= {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.RESOURCE_EXHAUSTED}, codes
+        details = " ".join(e.details() for e in errors)
+        assert "include none of the configured peers ['follower']" in details and "revoked by CRL" in details
     finally:
         for stop in stops:
             stop()
