@@ -299,10 +299,11 @@ _WATCH_PERIOD = 0.25
 
 class _Slot:
     """One admitted call: whose it is and until when it may stay silent."""
-    __slots__ = ("key", "context", "deadline", "expired")
+    __slots__ = ("key", "context", "deadline", "expired", "reserved")
 
     def __init__(self, key: str, context, deadline: float):
         self.key, self.context, self.deadline, self.expired = key, context, deadline, ""
+        self.reserved: Optional[Tuple[str, int]] = None  # (sender, bytes of its receive buffer)
 
 
 class Admission:
@@ -316,6 +317,7 @@ class Admission:
         self._per_peer, self._first, self._idle = STREAMS_PER_PEER, FIRST_DATA_TIMEOUT, IDLE_TIMEOUT
         self._lock = threading.Lock()
         self._open: Dict[str, int] = {}
+        self._buffered: Dict[str, int] = {}  # sender -> bytes of its messages being received
         self._slots: set = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="msf-watchdog", daemon=True)
@@ -331,6 +333,17 @@ class Admission:
             self._slots.add(slot)
             return slot
 
+    def reserve(self, slot: _Slot, sender: str, nbytes: int, limit: int) -> bool:
+        """Count a receive buffer of ``nbytes`` against ``sender``'s ``limit`` of bytes in flight;
+        False when its other messages in flight already hold too much (one message always fits)."""
+        with self._lock:
+            used = self._buffered.get(sender, 0)
+            if used and used + nbytes > limit:
+                return False
+            self._buffered[sender] = used + nbytes
+            slot.reserved = (sender, nbytes)
+            return True
+
     def expect_data(self, slot: _Slot, first: bool = False) -> None:
         """The call must deliver its next piece within the first-data or idle timeout."""
         slot.deadline = time.monotonic() + (self._first if first else self._idle)
@@ -341,6 +354,11 @@ class Admission:
 
     def leave(self, slot: _Slot) -> None:
         with self._lock:
+            if slot.reserved is not None:
+                sender, nbytes = slot.reserved
+                self._buffered[sender] -= nbytes
+                if not self._buffered[sender]:
+                    del self._buffered[sender]
             self._slots.discard(slot)
             self._open[slot.key] -= 1
             if not self._open[slot.key]:
@@ -503,6 +521,10 @@ class MessageService:
             self._refuse_stale(context, sender, seq, epoch, inbox.epoch)
         # np.empty, not bytearray: the pages are touched (faulted in) chunk by chunk while the
         # rest streams in, instead of all at once by bytearray's zero fill.
+        if verdict == "deliver" and not self.admission.reserve(slot, sender, total, self._max):
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"other messages from '{sender}' are still being "
+                                                       f"received (max_message_size {self._max} bytes in "
+                                                       f"flight per peer); retry later")
         buffer = np.empty(total, dtype=np.uint8) if verdict == "deliver" else None
         received = self._assemble(request_iterator, context, slot, chunk, data, buffer)
         if received != total:
@@ -590,6 +612,7 @@ def start_server(address: str, service: MessageService,
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 4_000),
         ("grpc.http2.max_ping_strikes", 0),
+        ("grpc.max_connection_idle_ms", 120_000),  # connections without calls are closed
     ])
     try:
         if material is None:

@@ -286,3 +286,21 @@ def test_replayed_and_stale_messages_are_not_delivered_again(pki, parties):
         assert send(1, 1, 2000).duplicate
     assert [leader.expect("recv")[1:] for _ in range(2)] == [(2, 0, True), (2, 1, True)]
     assert leader.expect("recv_timeout")
+
+
+def test_admission_caps_calls_and_buffered_bytes_per_peer():
+    from mindspore_federated.communication.transport import STREAMS_PER_PEER, Admission
+
+    admission = Admission()
+    try:
+        slots = [admission.enter("follower", None) for _ in range(STREAMS_PER_PEER)]
+        assert admission.enter("follower", None) is None      # over the cap: turned away
+        assert admission.enter("other", None) is not None     # another identity is not affected
+        assert admission.reserve(slots[0], "follower", 100, limit=100)   # one message always fits
+        assert not admission.reserve(slots[1], "follower", 1, limit=100)  # no second buffer meanwhile
+        admission.leave(slots[0])
+        assert admission.reserve(slots[1], "follower", 60, limit=100)
+        assert admission.reserve(slots[2], "follower", 40, limit=100)
+        assert admission.enter("follower", None) is not None  # a slot was freed
+    finally:
+        admission.close()
