@@ -17,7 +17,8 @@ from typing import Callable, Dict, Optional
 
 logger = logging.getLogger(__name__)
 
-_LOG_EVERY = 30.0  # s between two warnings about a peer not reachable yet
+_FIRST_LOG = 5.0   # s after start before a peer not reachable yet is worth a warning
+_LOG_EVERY = 30.0  # s between two such warnings
 _REMEDY = ("if it died, restart it; a training script restarted with --resume continues from its "
            "last checkpoint")
 
@@ -33,7 +34,7 @@ class PeerHealth:
         self._problem, self._definitive, self._strikes = "", False, 0
         self._goodbye: Optional[str] = None
         self._goodbye_epoch: Optional[int] = None
-        self._logged = 0.0
+        self._logged = time.monotonic() - _LOG_EVERY + _FIRST_LOG
 
     def contact(self, epoch: Optional[int] = None) -> None:
         with self._lock:
