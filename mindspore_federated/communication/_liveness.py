@@ -36,10 +36,13 @@ class PeerHealth:
         self._goodbye_epoch: Optional[int] = None
         self._logged = time.monotonic() - _LOG_EVERY + _FIRST_LOG
 
-    def contact(self, epoch: Optional[int] = None) -> None:
+    def contact(self, epoch: Optional[int] = None, reached: bool = False) -> None:
+        """A sign of life; ``reached``: we reached the peer (clears what was wrong with its address,
+        which a call *from* the peer does not prove)."""
         with self._lock:
             self._contact = time.monotonic()
-            self._problem, self._definitive, self._strikes = "", False, 0
+            if reached:
+                self._problem, self._definitive, self._strikes = "", False, 0
             if epoch is not None:
                 self._epoch = epoch
                 if self._goodbye is not None and epoch != self._goodbye_epoch:
@@ -125,7 +128,7 @@ class Heartbeats:
         for name, (link, future) in pending.items():
             epoch, problem, definitive = link.beat_outcome(future)
             if not problem:
-                self._health[name].contact(epoch)
+                self._health[name].contact(epoch, reached=True)
             elif not self._stop.is_set():
                 self._health[name].failure(problem, definitive)
             outcome[name] = problem

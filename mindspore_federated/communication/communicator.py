@@ -171,7 +171,7 @@ class VerticalFederatedCommunicator:
         else:
             self._health[peer].contact(epoch)
 
-    def goodbye(self, reason: str, target_name: Optional[str] = None) -> Dict[str, str]:
+    def goodbye(self, reason: str, target_server_name: Optional[str] = None) -> Dict[str, str]:
         """Tell the peer (default: every peer) that this party stops, and why.
 
         Best effort, at most ~2 s: the peer's blocked ``receive`` (once nothing is queued from us)
@@ -180,7 +180,7 @@ class VerticalFederatedCommunicator:
         """
         if not isinstance(reason, str) or not reason:
             raise ValueError("goodbye needs a non-empty reason")
-        peers = list(self.remote_server_configs) if target_name is None else [target_name]
+        peers = list(self.remote_server_configs) if target_server_name is None else [target_server_name]
         for name in peers:
             self._peer(name)
         self._said_goodbye.update(peers)
@@ -239,7 +239,7 @@ class VerticalFederatedCommunicator:
             seq = self._seq[target_name] + 1
             try:
                 link.send(seq, segments)
-                self._health[target_name].contact()
+                self._health[target_name].contact(reached=True)
             except Exception:
                 # Unknown whether it arrived: a fresh epoch lets the peer accept whatever comes next.
                 with self._state_lock:

@@ -249,7 +249,8 @@ def test_stalled_calls_are_capped_per_peer_and_cancelled_when_silent(monkeypatch
     from mindspore_federated.communication import transport
 
     monkeypatch.setattr(transport, "FIRST_DATA_TIMEOUT", 1.0)
-    leader, follower = _pair()
+    a = ServerConfig("leader", f"127.0.0.1:{free_port()}")
+    b = ServerConfig("follower", f"127.0.0.1:{free_port()}")
     release = threading.Event()
 
     def nothing():
@@ -257,34 +258,70 @@ def test_stalled_calls_are_capped_per_peer_and_cancelled_when_silent(monkeypatch
         return
         yield  # noqa: unreachable
 
-    with follower, grpc.insecure_channel(follower.remote_server_configs["leader"].server_address) as ch:
-        target = follower.http_server_config.server_address
-        with grpc.insecure_channel(target) as channel:
-            stub = channel.stream_unary(transport.METHOD, response_deserializer=SendAck.FromString)
-            start = time.monotonic()
-            calls = [stub.future(nothing(), timeout=30) for _ in range(transport.STREAMS_PER_PEER + 3)]
-            for call in calls:
-                call.exception(timeout=10)
-            codes = [call.exception().code() for call in calls]
-            # over the cap: turned away at once; admitted ones: cancelled after 1 s of silence
-            assert codes.count(grpc.StatusCode.UNAVAILABLE) == 3, codes
-            assert codes.count(grpc.StatusCode.CANCELLED) == transport.STREAMS_PER_PEER, codes
-            assert 0.9 < time.monotonic() - start < 5
-            release.set()
-        with leader:  # and the server serves normally afterwards
+    with VerticalFederatedCommunicator(b, a) as follower, grpc.insecure_channel(b.server_address) as channel:
+        stub = channel.stream_unary(transport.METHOD, response_deserializer=SendAck.FromString)
+        start = time.monotonic()
+        calls = [stub.future(nothing(), timeout=30) for _ in range(transport.STREAMS_PER_PEER + 3)]
+        for call in calls:
+            call.exception(timeout=10)
+        codes = [call.exception().code() for call in calls]
+        # over the cap: turned away at once; admitted ones: cancelled after 1 s of silence
+        assert codes.count(grpc.StatusCode.UNAVAILABLE) == 3, codes
+        assert codes.count(grpc.StatusCode.CANCELLED) == transport.STREAMS_PER_PEER, codes
+        assert 0.9 < time.monotonic() - start < 5
+        release.set()
+        with VerticalFederatedCommunicator(a, b) as leader:  # and the server serves normally afterwards
             leader.send_tensors("follower", {"x": np.ones(2)})
             assert list(follower.receive("leader", timeout=10)) == ["x"]
 
 
 @pytest.mark.timeout(30)
 def test_receive_timeout_says_nothing_listens_on_the_peer_address():
-    leader, follower = _pair()
-    with leader:
+    a = ServerConfig("leader", f"127.0.0.1:{free_port()}")
+    b = ServerConfig("follower", f"127.0.0.1:{free_port()}")
+    with VerticalFederatedCommunicator(a, b) as leader:
         time.sleep(1.5)  # a heartbeat or two found nobody
-        address = follower.http_server_config.server_address
-        with pytest.raises(TimeoutError, match=rf"nothing listens on {address} \(is 'follower' started\? "
-                                               rf"is the port right\?\)"):
+        with pytest.raises(TimeoutError, match=rf"nothing listens on {b.server_address} \(is 'follower' "
+                                               rf"started\? is the port right\?\)"):
             leader.receive("follower", timeout=0.5)
+
+
+@pytest.mark.timeout(30)
+def test_address_answered_by_something_else_than_a_communicator_is_named():
+    import grpc
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        leader = VerticalFederatedCommunicator(ServerConfig("leader", f"127.0.0.1:{free_port()}"),
+                                               ServerConfig("follower", f"127.0.0.1:{port}"))
+        with leader:
+            start = time.monotonic()
+            with pytest.raises(ConnectionError, match=rf"peer 'follower' \(127.0.0.1:{port}\) is gone: something "
+                                                      rf"answers on 127.0.0.1:{port}, but not a mindspore_federated"):
+                leader.receive("follower", timeout=20)
+            assert time.monotonic() - start < 5
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.timeout(60)
+def test_server_with_another_certificate_identity_is_named(pki):
+    from mindspore_federated import SSLConfig
+    from tests.communication.conftest import ssl_kwargs
+
+    a = ServerConfig("leader", f"127.0.0.1:{free_port()}")
+    b = ServerConfig("follower", f"127.0.0.1:{free_port()}")
+    # the leader's server certificate is valid, but for 10.9.8.7, not the address the follower dials
+    with VerticalFederatedCommunicator(a, b, True, SSLConfig(**ssl_kwargs(pki, "leader", server="leader_wrongip_server.p12"))), \
+            VerticalFederatedCommunicator(b, a, True, SSLConfig(**ssl_kwargs(pki, "follower"))) as follower:
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match=rf"peer 'leader' \({a.server_address}\) is gone: the server on "
+                                                  rf"{a.server_address} is not 'leader' as configured: TLS handshake"):
+            follower.receive("leader", timeout=20)
+        assert time.monotonic() - start < 5
 
 
 @pytest.mark.timeout(30)
