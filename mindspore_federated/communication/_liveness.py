@@ -112,7 +112,10 @@ class Heartbeats:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.beat_all(timeout=max(self._interval, 1.0))
+            try:
+                self.beat_all(timeout=max(self._interval, 1.0))
+            except Exception:  # noqa: BLE001 - the heartbeat must outlive any surprise; say what it was
+                logger.exception("heartbeat round failed")
             self._stop.wait(max(0.0, self._interval - (time.monotonic() - started)))
 
     def beat_all(self, goodbye: str = "", timeout: float = 2.0, only=None) -> Dict[str, str]:

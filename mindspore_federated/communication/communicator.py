@@ -115,7 +115,8 @@ class VerticalFederatedCommunicator:
                            "are not authenticated; use enable_ssl=True outside a trusted network",
                            http_server_config.server_name)
         self._inboxes = {name: Inbox(name, queue_size) for name in names}
-        self._health = {r.server_name: PeerHealth(r.server_name, r.server_address, float(liveness_timeout))
+        self._liveness_timeout = float(liveness_timeout)
+        self._health = {r.server_name: PeerHealth(r.server_name, r.server_address, self._liveness_timeout)
                         for r in remotes}
         self._heartbeats: Optional[Heartbeats] = None
         self._said_goodbye: set = set()
@@ -150,9 +151,8 @@ class VerticalFederatedCommunicator:
             self._service = service
             for name, config in self.remote_server_configs.items():
                 self._links[name] = self._new_link(name, config)
-            timeout = next(iter(self._health.values())).timeout
             self._heartbeats = Heartbeats(self._health, lambda: dict(self._links), self._epoch,
-                                          interval=min(1.0, timeout / 4))
+                                          interval=min(1.0, self._liveness_timeout / 4))
             self._heartbeats.start()
             self._state = "running"
         logger.info("communicator '%s' listening on %s (%s), peers: %s", self._name,

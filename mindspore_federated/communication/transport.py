@@ -244,6 +244,8 @@ class PeerLink:
             ack = future.result()
         except grpc.RpcError as err:
             return (None,) + self.explain(err.code(), err.details() or "")
+        except grpc.FutureCancelledError:  # the link was closed meanwhile (replaced after a failed send)
+            return None, "heartbeat cancelled", False
         if ack.receiver != self.peer_name:
             return None, (f"{self.address} answers as '{ack.receiver}', not as '{self.peer_name}' "
                           f"(check the configured addresses)"), True
@@ -258,7 +260,9 @@ class PeerLink:
         if code == grpc.StatusCode.UNAVAILABLE and "socket closed" in lowered:
             return (f"{self.address} closed the connection during the handshake (TLS enabled on one side "
                     f"only, or it refused our certificate)"), False
-        if any(marker in lowered for marker in _TLS_FAILURES) or "wrong_version_number" in lowered:
+        if "wrong_version_number" in lowered:
+            return f"the server on {self.address} does not speak TLS (is enable_ssl off on its side?)", True
+        if any(marker in lowered for marker in _TLS_FAILURES):
             return (f"the server on {self.address} is not '{self.peer_name}' as configured: TLS "
                     f"handshake failed ({details})"), True
         if code == grpc.StatusCode.UNIMPLEMENTED:
@@ -323,10 +327,11 @@ class Admission:
         self._thread = threading.Thread(target=self._watch, name="msf-watchdog", daemon=True)
         self._thread.start()
 
-    def enter(self, key: str, context) -> Optional[_Slot]:
-        """A slot for a new call of ``key``; None when ``key`` already holds ``per_peer`` calls."""
+    def enter(self, key: str, context, share: int = 1) -> Optional[_Slot]:
+        """A slot for a new call of ``key``; None when ``key`` already holds ``share`` x the per-peer
+        number of calls (``share`` > 1 when several peers may hide behind one key)."""
         with self._lock:
-            if self._open.get(key, 0) >= self._per_peer:
+            if self._open.get(key, 0) >= self._per_peer * share:
                 return None
             self._open[key] = self._open.get(key, 0) + 1
             slot = _Slot(key, context, time.monotonic() + self._first)
@@ -442,9 +447,10 @@ class MessageService:
             if reason:
                 self._refuse(context, grpc.StatusCode.PERMISSION_DENIED, reason)
             key = peer
+            share = 1
         else:  # plaintext: nothing is authenticated; callers are told apart by their IP only
-            key = "ip:" + context.peer().rpartition(":")[0]
-        slot = self.admission.enter(key, context)
+            key, share = "ip:" + context.peer().rpartition(":")[0], len(self._inboxes)
+        slot = self.admission.enter(key, context, share)
         if slot is None:
             logger.info("'%s' turned away a call from %s: '%s' holds the most calls allowed already",
                         self._own_name, context.peer(), key)
@@ -519,12 +525,12 @@ class MessageService:
                          f"message {seq} from '{sender}' is out of order")
         if verdict == "stale":
             self._refuse_stale(context, sender, seq, epoch, inbox.epoch)
-        # np.empty, not bytearray: the pages are touched (faulted in) chunk by chunk while the
-        # rest streams in, instead of all at once by bytearray's zero fill.
         if verdict == "deliver" and not self.admission.reserve(slot, sender, total, self._max):
             context.abort(grpc.StatusCode.UNAVAILABLE, f"other messages from '{sender}' are still being "
                                                        f"received (max_message_size {self._max} bytes in "
                                                        f"flight per peer); retry later")
+        # np.empty, not bytearray: the pages are touched (faulted in) chunk by chunk while the
+        # rest streams in, instead of all at once by bytearray's zero fill.
         buffer = np.empty(total, dtype=np.uint8) if verdict == "deliver" else None
         received = self._assemble(request_iterator, context, slot, chunk, data, buffer)
         if received != total:
