@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mindspore_federated._proto.vfl_pb2 import MessageChunk, SendAck
-from mindspore_federated.communication._delivery import Abandoned, GapError, Inbox
+from mindspore_federated.communication._delivery import Abandoned, GapError, Inbox, StaleEpochError, next_epoch
 from mindspore_federated.communication.transport import METHOD, _split, decode_chunk
 from tests.communication.conftest import PASSWORD, free_port, make_message, ssl_kwargs
 
@@ -50,7 +50,13 @@ def test_inbox_delivers_each_seq_once_in_order_and_rebases_on_new_epoch():
         inbox.deliver(1, 7, "m7", active)
     assert inbox.deliver(1, 6, "m6", active)
     assert inbox.deliver(2, 1, "restarted sender", active)  # new epoch: new baseline
+    assert inbox.classify(1, 7) == "stale"                  # an older epoch never comes back
+    with pytest.raises(StaleEpochError, match="epoch 1, older than its current epoch 2") as info:
+        inbox.deliver(1, 7, "replayed", active)
+    assert info.value.current == 2
     assert [inbox.get(0.1) for _ in range(3)] == ["m5", "m6", "restarted sender"]
+    first = next_epoch()
+    assert first < next_epoch() < next_epoch(at_least=first + 1000) and next_epoch() > first + 1000
 
 
 def test_inbox_full_blocks_until_space_or_sender_gone():
