@@ -17,7 +17,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from mindspore_federated._proto.vfl_pb2 import TensorListProto, TensorProto
-from mindspore_federated.communication._wire import scan_fields, varint
+from mindspore_federated.communication._wire import DecodeLimitExceeded, TooManyFields, scan_fields, varint
 
 TensorLike = Union[ms.Tensor, np.ndarray]
 
@@ -28,10 +28,6 @@ _WIRE_DTYPES = (
     "float16", "float32", "float64", "bfloat16", "complex64", "complex128",
 )
 _MAX_NESTING = 32
-
-
-class DecodeLimitExceeded(ValueError):
-    """A message would decode to more than the receiver allows (a transport answers RESOURCE_EXHAUSTED)."""
 
 
 @dataclass(frozen=True)
@@ -260,10 +256,14 @@ class _Tally:
     def __init__(self, limits: DecodeLimits):
         self.limits, self.entries, self.decoded = limits, 0, 0
 
-    def header(self, size: int, where: str) -> None:
-        if size > self.limits.max_header_bytes:
-            raise DecodeLimitExceeded(f"'{where}': {size} bytes of names/keys/dims, more than the "
-                                      f"limit of {self.limits.max_header_bytes}")
+    def scan(self, buf: memoryview, start: int, end: int, where: str, spliced: tuple):
+        """scan_fields, stopped as soon as the message has too many entries or header bytes."""
+        try:
+            return scan_fields(buf, start, end, where, spliced, max_header=self.limits.max_header_bytes,
+                               max_spans=max(self.limits.max_entries - self.entries, 0))
+        except TooManyFields:
+            raise DecodeLimitExceeded(f"'{where}': more than {self.limits.max_entries} tensors and dicts "
+                                      f"in one message") from None
 
     def entry(self, where: str) -> None:
         self.entries += 1
@@ -298,17 +298,15 @@ def _plan_list(buf: memoryview, start: int, end: int, where: str, depth: int, ta
     if depth > _MAX_NESTING:
         raise ValueError(f"'{where}': dicts nested deeper than {_MAX_NESTING} levels")
     fields = (TensorListProto.TENSORS_FIELD_NUMBER, TensorListProto.TENSOR_LIST_FIELD_NUMBER)
-    header_bytes, spans = scan_fields(buf, start, end, where, fields)
-    if tally is not None:
-        tally.header(len(header_bytes), where)
+    scan = scan_fields if tally is None else tally.scan
+    header_bytes, spans = scan(buf, start, end, where, fields)
     header = _parse_header(TensorListProto, header_bytes, where)
     where = header.name or where
     entries = {}
     for s, e in spans[TensorListProto.TENSORS_FIELD_NUMBER]:
-        t_header_bytes, t_spans = scan_fields(buf, s, e, where, (TensorProto.RAW_DATA_FIELD_NUMBER,))
+        t_header_bytes, t_spans = scan(buf, s, e, where, (TensorProto.RAW_DATA_FIELD_NUMBER,))
         if tally is not None:
             tally.entry(where)
-            tally.header(len(t_header_bytes), where)
         tensor = _parse_header(TensorProto, t_header_bytes, where)
         if tally is not None:
             tally.tensor(tensor, tensor.ref_key or where)

@@ -17,7 +17,7 @@ import grpc
 
 from mindspore_federated._proto.vfl_pb2 import Heartbeat, HeartbeatAck, MessageChunk, SendAck
 from mindspore_federated.communication._delivery import Abandoned, GapError, Inbox, StaleEpochError, next_epoch
-from mindspore_federated.communication.codec import DecodeLimitExceeded
+from mindspore_federated.communication._wire import DecodeLimitExceeded
 from mindspore_federated.communication._wire import scan_fields, varint
 from mindspore_federated.communication.tls import ServerProbe, TLSMaterial
 

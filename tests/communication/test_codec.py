@@ -220,6 +220,22 @@ def test_tensor_count_header_size_and_nesting_are_bounded():
     assert len(codec.loads(flat)) == 101  # without limits (local use) nothing changes
 
 
+def test_a_flood_of_empty_fields_stops_the_scan_early():
+    import time
+    import tracemalloc
+
+    data = b"\x12\x00" * 4_000_000  # 8 MB: four million empty tensors
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(codec.DecodeLimitExceeded, match="more than 10000 tensors and dicts"):
+            codec.loads(data, limits=codec.DecodeLimits())
+        assert tracemalloc.get_traced_memory()[1] < 8 << 20
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - start < 2
+
+
 @pytest.mark.parametrize("dtype", ["complex64", "complex128"])
 def test_complex_decodes_at_every_buffer_alignment(dtype):
     """Before: a payload at an offset not a multiple of the item size -> 'Unsupported data type'."""
