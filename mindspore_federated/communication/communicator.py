@@ -237,7 +237,8 @@ class VerticalFederatedCommunicator:
         acknowledged it.
 
         Raises TimeoutError when the peer did not acknowledge within ``send_deadline``,
-        ConnectionRefusedError when it refused the message or the TLS connection. After a failure
+        ConnectionRefusedError when it refused the message or the TLS connection, ConnectionError
+        when it said goodbye (a silent peer is retried until the deadline). After a failure
         the message may or may not have been delivered; the next message starts a new sequence.
         """
         target_name = target_server_name
