@@ -30,7 +30,6 @@ class PeerHealth:
         self.name, self.address, self.timeout = name, address, timeout
         self._lock = threading.Lock()
         self._contact: Optional[float] = None  # monotonic time of the last sign of life
-        self._epoch: Optional[int] = None      # the peer communicator's id, when it told us
         self._problem, self._definitive, self._strikes = "", False, 0
         self._goodbye: Optional[str] = None
         self._goodbye_epoch: Optional[int] = None
@@ -43,11 +42,9 @@ class PeerHealth:
             self._contact = time.monotonic()
             if reached:
                 self._problem, self._definitive, self._strikes = "", False, 0
-            if epoch is not None:
-                self._epoch = epoch
-                if self._goodbye is not None and epoch != self._goodbye_epoch:
-                    logger.info("peer '%s' is back (a new process) after it said goodbye", self.name)
-                    self._goodbye = None
+            if epoch is not None and self._goodbye is not None and epoch != self._goodbye_epoch:
+                logger.info("peer '%s' is back (a new process) after it said goodbye", self.name)
+                self._goodbye = None
 
     def goodbye(self, epoch: Optional[int], reason: str) -> None:
         with self._lock:

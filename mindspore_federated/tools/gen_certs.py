@@ -125,9 +125,7 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
     to a place the attacker reads, or make us overwrite another file: refused, naming it. A file
     that already exists gets ``mode`` too (open()'s mode only applies to new files).
     """
-    if path.is_symlink():
-        raise FileExistsError(f"refusing to write {path}: it is a symbolic link (to {os.readlink(path)}); "
-                              f"remove it first")
+    _refuse_symlink(path, "write")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, mode)
     except OSError as err:  # ELOOP: a symlink appeared since the check
@@ -139,6 +137,12 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
         os.fchmod(f.fileno(), mode)
         f.truncate()
         f.write(data)
+
+
+def _refuse_symlink(path: Path, action: str) -> None:
+    if path.is_symlink():
+        raise FileExistsError(f"refusing to {action} {path}: it is a symbolic link (to {os.readlink(path)}); "
+                              f"remove it first")
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -204,9 +208,7 @@ def revoked_by(path, ca: CaPair) -> list:
     """Serials already revoked by the CRL at ``path`` (none if it does not exist); the CRL must be
     signed by ``ca``, or it is not ours to extend."""
     path = Path(path)
-    if path.is_symlink():
-        raise FileExistsError(f"refusing to use {path}: it is a symbolic link (to {os.readlink(path)}); "
-                              f"remove it first")
+    _refuse_symlink(path, "use")
     if not path.exists():
         return []
     try:
