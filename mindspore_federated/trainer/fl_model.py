@@ -31,7 +31,7 @@ from mindspore import nn, ops, Tensor, Parameter
 from mindspore_federated.config.yaml_data import FLYamlData, GradSpec, NetSpec, OptSpec
 from mindspore_federated.trainer.vfl_optim import (SensDict, as_tuple as _as_tuple, gather_inputs,
                                                    grad_reducer, output_sensitivities,
-                                                   to_tensor as _to_tensor, zero_integer_grads)
+                                                   to_tensor as _to_tensor, vjp, zero_integer_grads)
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,7 @@ class FLModel:
         self.global_step: int = 0
         self._ckpt_dir: str = yaml_data.ckpt_path
         self._tape: Optional[_ForwardTape] = None
+        self._compiled_grads: Dict[tuple, Any] = {}  # GRAPH_MODE backward graphs, per weight set
         self._embedding_dp, self._label_dp = self._setup_privacy(embedding_dp, label_dp)
         self._noisy_labels: Optional[Tuple[Any, Tensor]] = None
 
@@ -389,9 +390,22 @@ class FLModel:
         for item in net.outputs:
             value = named[item.name]
             if (item.destination == "remote" and item.name not in passed_through
-                    and not isinstance(value, Parameter) and ops.is_floating_point(value)):
+                    and ops.is_floating_point(value) and not self._is_weight(value)):
                 named[item.name] = self._embedding_dp(value)
         return named
+
+    def _is_weight(self, value: Tensor) -> bool:
+        """Whether an output is one of the network's weights. In PyNative mode a returned
+        Parameter is itself; a compiled graph returns a copy, recognised by shape and value
+        (compared only against weights of the same shape, which activations rarely have)."""
+        if isinstance(value, Parameter):
+            return True
+        shape = tuple(value.shape)
+        same = [p for p in self._train_net.get_parameters() if tuple(p.shape) == shape]
+        if not same:
+            return False
+        data = value.asnumpy()
+        return any(np.array_equal(p.asnumpy(), data) for p in same)
 
     def _records_tape(self) -> bool:
         """Keep the forward's tape only where backward can reuse it (PyNative, FLModel grads)."""
@@ -428,21 +442,20 @@ class FLModel:
     # --------------------------------------------------------------- backward
     def _run_pass(self, pas: _Pass, inputs: List[Tensor], sens: SensDict,
                   tape: Optional[_ForwardTape] = None) -> None:
+        def cotangent(outputs: Any) -> Any:
+            return output_sensitivities(pas.terms, outputs, self._yaml.train_net, sens)
+
         if tape is not None:  # differentiates all weights; this pass keeps those it needs
-            weights, outputs, vjp_fn = tape.weights, tape.outputs, tape.vjp_fn
+            weights = tape.weights
+            grads = tape.vjp_fn(cotangent(tape.outputs))
+            input_grads, weight_grads = (grads if weights else (grads, ()))
+            input_grads, weight_grads = _as_tuple(input_grads), _as_tuple(weight_grads)
         else:
             weights = list(pas.weights.values())
-            if weights:
-                outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
-            else:
-                outputs, vjp_fn = ms.vjp(self._train_net, *inputs)
-        grads = vjp_fn(output_sensitivities(pas.terms, outputs, self._yaml.train_net, sens))
-        if weights:
-            input_grads, weight_grads = grads
-            pas.weight_grads = {id(p): g for p, g in zip(weights, _as_tuple(weight_grads))}
-        else:
-            input_grads = grads
-        pas.input_grads = zero_integer_grads(_as_tuple(input_grads), inputs)
+            _, input_grads, weight_grads = vjp(self._train_net, inputs, weights, cotangent,
+                                               self._compiled_grads)
+        pas.weight_grads = {id(p): g for p, g in zip(weights, weight_grads)}
+        pas.input_grads = zero_integer_grads(input_grads, inputs)
 
     def backward_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
                           remote_data_batch: Optional[Mapping[str, Any]] = None,
