@@ -15,6 +15,8 @@ on the wire per generated token (protobuf payload; the prompt's one request not 
 
     .venv/bin/python benchmarks/bench_generate.py                  # small model, seq 256, ~3 min on 2 cores
     .venv/bin/python benchmarks/bench_generate.py --config tiny --prompt_tokens 8 --new_tokens 16
+    .venv/bin/python benchmarks/bench_generate.py --hidden_size 512 --num_layers 8 --prompt_tokens 192 \
+        --new_tokens 64 --repeats 1 --no_tls      # a larger model: the cache's gain grows with it
 """
 from __future__ import annotations
 
@@ -147,6 +149,8 @@ def main() -> None:
     parser.add_argument("--new_tokens", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=2, help="timed generations per row (best is kept)")
     parser.add_argument("--no_tls", action="store_true", help="skip the two-process rows")
+    parser.add_argument("--hidden_size", type=int, default=None, help="override the preset (heads: hidden / 64)")
+    parser.add_argument("--num_layers", type=int, default=None, help="override the preset (query layer included)")
     args = parser.parse_args()
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
     from src.pangu_alpha import PanguAlphaBackbone, init_weights
@@ -154,7 +158,12 @@ def main() -> None:
     from src.predict import central_generator, save_as_training_run, split_local_generator
 
     seq = args.prompt_tokens + args.new_tokens
-    config = get_config(args.config, vocab_size=args.vocab_size, seq_length=seq, dropout_rate=0.0, batch_size=1)
+    sizes = {}
+    if args.hidden_size:
+        sizes = dict(hidden_size=args.hidden_size, num_heads=max(1, args.hidden_size // 64),
+                     ffn_hidden_size=4 * args.hidden_size)
+    config = get_config(args.config, vocab_size=args.vocab_size, seq_length=seq, dropout_rate=0.0, batch_size=1,
+                        num_layers=args.num_layers, **sizes)
     prompt = [int(t) for t in np.random.RandomState(0).randint(12, config.vocab_size, args.prompt_tokens)]
     rows: Dict[str, Dict[bool, Tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
