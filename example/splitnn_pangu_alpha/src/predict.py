@@ -38,9 +38,10 @@ from .utils import latest_checkpoint, str2bool
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_predict_args", "read_prompts", "find_checkpoint", "load_part", "LeaderModel", "follower_decoder",
-           "central_generator", "generate_texts", "run_predict_central", "run_predict_local",
-           "run_predict_leader", "run_predict_follower", "run_predict", "save_as_training_run", "one_line", "CENTRAL_PREFIX", "PREFIXES"]
+__all__ = ["add_predict_args", "read_prompts", "find_checkpoint", "load_part", "save_as_training_run", "LeaderModel",
+           "follower_decoder", "central_generator", "split_local_generator", "generate_texts", "one_line",
+           "run_predict", "run_predict_central", "run_predict_local", "run_predict_leader", "run_predict_follower",
+           "CENTRAL_PREFIX", "PREFIXES"]
 
 CENTRAL_PREFIX = "pangu_centralized"
 PREFIXES = {"embedding": "embedding_loss_net", "head": "head_loss_net", "backbone": "backbone_loss_net"}

@@ -4,7 +4,7 @@ The unigram baseline is the perplexity on the eval records of a model that ignor
 frequencies of the training records, add-one smoothed): a language model has learnt something
 only below it. The completions continue the first tokens of a few eval documents with the split
 model and the centralised model, loaded from the checkpoints the run just wrote (the documented
-`--run_type predict` path), greedy, side by side.
+`--run_type predict` path), side by side, sampled with the original example's defaults.
 """
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def eval_prompts(eval_url: str, config: PanguAlphaConfig, count: int = 3, length
 
 def show_model(args: argparse.Namespace, config: PanguAlphaConfig, split: Dict[str, Any],
                central: Optional[Dict[str, Any]], central_dir: str, max_new: int = 24) -> Dict[str, Any]:
-    """Log perplexities (split, centralised, unigram) and greedy completions of eval prompts."""
+    """Log perplexities (split, centralised, unigram) and sampled completions of eval prompts."""
     from .tokenizer import JIEBATokenizer  # pylint: disable=import-outside-toplevel
     out: Dict[str, Any] = {}
     if not (args.data_url and args.eval_data_url and args.vocab_model):
@@ -77,19 +77,25 @@ def show_model(args: argparse.Namespace, config: PanguAlphaConfig, split: Dict[s
         logger.info("no checkpoints written (--save_ckpt_steps 0): no completions to show")
         return out
     tokenizer = JIEBATokenizer(args.vocab_model)
-    options = GenerateOptions(max_generate_length=max_new, end_token=config.eot_id, seed=args.seed)
+    # the original example's sampling defaults: top-3 with frequency and presence penalties (a small,
+    # briefly trained model repeats its most frequent tokens under greedy choice); the same seed in
+    # both layouts, so equal logits give equal texts
+    options = GenerateOptions(top_k_num=3, frequency_penalty=1.5, presence_penalty=0.3, max_generate_length=max_new,
+                              end_token=config.eot_id, seed=args.seed)
     gen_config = config.replace(dropout_rate=0.0, batch_size=1)
     generators = {"split": split_local_generator(gen_config, args.output_dir)[0]}
     if central is not None:
         generators["centralised"] = central_generator(gen_config, central_dir)[0]
-    logger.info("== greedy completions of the first tokens of eval documents, split and centralised model ==")
+    logger.info("== completions of the first tokens of eval documents by the split and the centralised model "
+                "(top-3 sampling, frequency penalty 1.5, presence penalty 0.3, seed %d) ==", args.seed)
     rows = []
     for prompt in eval_prompts(args.eval_data_url, config):
         row = {"prompt": tokenizer.decode(prompt)}
         logger.info("prompt: %s", one_line(row["prompt"]))
         for name, generator in generators.items():
+            rng = np.random.default_rng(options.seed)
             try:
-                ids = generate_ids(generator, prompt, options, config.vocab_size, config.seq_length)
+                ids = generate_ids(generator, prompt, options, config.vocab_size, config.seq_length, rng)
             finally:
                 generator.close()
             row[name] = tokenizer.decode(ids)
