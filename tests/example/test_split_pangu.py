@@ -21,8 +21,9 @@ import pytest
 import mindspore as ms
 
 from src.pangu_alpha import canonical_name, parameters_to_numpy
-from src.split_pangu_alpha import config_fingerprint, describe_fingerprint_mismatch
-from src.split_train import (Kind, LocalChannel, ProtocolError, make_message, run_local)
+from mindspore_federated.protocol import Kind, LocalChannel, ProtocolError, describe_settings_mismatch, make_message
+from src.split_pangu_alpha import config_fingerprint
+from src.split_train import run_local
 import run_pangu_train_local
 import train_centralized
 from tests.example.two_party import EXAMPLE_DIR, REPO, follower_result, free_port, run_two_processes, start
@@ -30,8 +31,8 @@ from tests.example.two_party import EXAMPLE_DIR, REPO, follower_result, free_por
 PYTHON = sys.executable
 STEPS = 30
 PASSWORD = "split-test-pw"
-COMMON = ["--config", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
-          "--log_steps", "10", "--dropout_rate", "0", "--loss_scale", "1024", "--mode", "pynative",
+COMMON = ["--mode", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
+          "--log_steps", "10", "--dropout_rate", "0", "--loss_scale", "1024", "--exec_mode", "pynative",
           "--eval_steps", "4"]
 
 
@@ -154,8 +155,9 @@ def test_restarted_peer_is_detected_with_both_steps(runs):
             follower.serve_one()
         abort = leader_end.recv()                              # the leader is told why
         assert int(abort["meta"]["kind"]) == Kind.ABORT
-        leader_end.send(make_message(Kind.GRAD, 12))
-        with pytest.raises(ProtocolError, match=r"expected GRAD of step 31, got GRAD of step 12"):
+        leader_end.send(make_message(Kind.BACKWARD, 12))
+        with pytest.raises(ProtocolError, match=r"expected FORWARD of step 31, EVAL, DONE of step 30, got BACKWARD "
+                                                r"of step 12.*--resume"):
             follower.serve_one()
     finally:
         follower.channel = old
@@ -165,8 +167,8 @@ def test_fingerprint_mismatch_names_both_values():
     from src.pangu_alpha_config import get_config
     a = config_fingerprint(get_config("tiny", hidden_size=64))
     b = config_fingerprint(get_config("tiny", hidden_size=128), unknown=("vocab_size",))
-    assert describe_fingerprint_mismatch(a, b) == "hidden_size: ours 64, peer 128"
-    assert describe_fingerprint_mismatch(a, a) == ""
+    assert describe_settings_mismatch(a, b) == "hidden_size: ours 64, peer 128"
+    assert describe_settings_mismatch(a, a) == ""
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -175,12 +177,17 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
         run_pangu_train_local.main(COMMON + ["--data_url", str(tmp_path / "nope"), "--output_dir", str(tmp_path)])
 
 
-def test_follower_refuses_data(tmp_path):
+def test_follower_ignores_data_flags_with_one_info_line(tmp_path, caplog):
+    """The leader's command line works for the follower: its data flags are dropped, not used."""
+    import logging
     import run_pangu_train_follower
-    from src.split_train import run_follower
-    args = run_pangu_train_follower.parse_args(COMMON + ["--data_url", str(tmp_path)])
-    with pytest.raises(ValueError, match="party B holds no data"):
-        run_follower(args)
+    with caplog.at_level(logging.INFO):
+        args = run_pangu_train_follower.parse_args(COMMON + ["--data_url", str(tmp_path), "--synthetic",
+                                                             "--vocab_model", str(tmp_path / "v.model")])
+    assert args.data_url is None and not args.synthetic and args.vocab_model is None
+    lines = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert lines == ["follower: ignoring --data_url, --vocab_model, --synthetic (the data owner's flags; "
+                     "party B holds no data)"]
 
 
 # ------------------------------------------------------------------------------ two processes
