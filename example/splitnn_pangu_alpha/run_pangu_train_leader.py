@@ -46,6 +46,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         parser.error("--data_url is required (the leader owns the data), or --synthetic for generated data")
     output_dir(args, "leader")
     args.log_file = args.log_file if args.log_file is not None else os.path.join(args.output_dir, "leader.log")
+    args.loss_log = args.loss_log or os.path.join(args.output_dir, "loss.json")
     resolve_passwords(args, argv)
     return args
 

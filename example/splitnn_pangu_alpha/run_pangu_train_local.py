@@ -40,6 +40,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     g.add_argument("--prepare_vocab_size", type=int, default=8000,
                    help="SentencePiece pieces when the vocabulary is built here (default 8000)")
     g.add_argument("--no_centralized", action="store_true", help="skip the centralised run (and its curve)")
+    g.add_argument("--prepare_only", action="store_true",
+                   help="only build the data of this run configuration (corpus, vocabulary, records under "
+                        "--data_dir) and exit: what the two-server leader reads")
     g.add_argument("--plot", default=None, help="figure path (default OUTPUT_DIR/loss.png; 'none' to skip)")
     args = parse_with_run_config(parser, argv)
     output_dir(args, "local")
@@ -71,6 +74,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     from src.split_train import run_local  # pylint: disable=import-outside-toplevel
     os.makedirs(args.output_dir, exist_ok=True)
     ensure_data(args)
+    if args.prepare_only:
+        logger.info("data ready: --data_url %s --eval_data_url %s --vocab_model %s", args.data_url,
+                    args.eval_data_url, args.vocab_model)
+        return {"data_url": args.data_url, "eval_data_url": args.eval_data_url, "vocab_model": args.vocab_model}
     split_args = copy.copy(args)
     split_args.loss_log = args.loss_log or os.path.join(args.output_dir, "split_loss.json")
     logger.info("== split training (party A and party B in this process) ==")

@@ -232,8 +232,14 @@ FOLLOWER_PROBE = textwrap.dedent("""
 
 
 def _tls_flags(pki: Path, name: str) -> list:
-    return ["--enable_ssl", "true", "--server_password", PASSWORD, "--client_password", PASSWORD,
-            "--server_cert_path", str(pki / f"{name}_server.p12"),
+    """The leader reads its passwords from a file; the follower takes the original's password flags."""
+    if name == "leader":
+        secret = pki / "password.txt"
+        secret.write_text(PASSWORD + "\n")
+        passwords = ["--server_password_file", str(secret), "--client_password_file", str(secret)]
+    else:
+        passwords = ["--server_password", PASSWORD, "--client_password", PASSWORD]
+    return ["--enable_ssl", "true", *passwords, "--server_cert_path", str(pki / f"{name}_server.p12"),
             "--client_cert_path", str(pki / f"{name}_client.pem"), "--ca_cert_path", str(pki / "ca.pem")]
 
 
@@ -256,6 +262,11 @@ def test_two_processes_mutual_tls_match_local(runs, pki, tmp_path):
     assert set(result["keys"]) == {"embedding_table", "attention_mask", "output.hidden_states"}
     assert not result["src_dataset_loaded"]
     assert f"epoch 1 step {STEPS}/{STEPS} loss: " in (tmp_path / "leader.log").read_text()
+    # passwords: the original's flags work with a warning; never in any log
+    assert "--server_password on the command line is visible to every local user" in out_f
+    assert "visible to every local user" not in out_l
+    for text in (out_l, out_f, (tmp_path / "leader.log").read_text(), (tmp_path / "follower.log").read_text()):
+        assert PASSWORD not in text
 
 
 def test_mismatched_configs_fail_fast_on_both_sides(pki, tmp_path):

@@ -78,6 +78,9 @@ class _ModeAction(argparse.Action):
 def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags common to the centralised trainer and the split programs (None = the --mode preset's)."""
     g = parser.add_argument_group("PanGu-alpha model and training")
+    g.add_argument("--run_config", default=None,
+                   help="yaml run configuration (keys = flag names; command-line flags win). The local, leader "
+                        "and follower programs read config/main_job.yaml by default; 'none' for none")
     g.add_argument("--mode", "--config", dest="mode", default="tiny", metavar="SCALE", action=_ModeAction,
                    help=f"model scale: {', '.join(MODEL_SCALES)} (default tiny). self_define takes "
                         f"--num_layers, --embedding_size, --num_heads. (--config is an alias.) The values "
@@ -145,9 +148,7 @@ def add_split_args(parser: argparse.ArgumentParser, communicator: bool = True) -
     """Flags of the split programs on top of `add_training_args`; `communicator`: the two-process ones."""
     from .wire_modes import WIRE_MODES  # pylint: disable=import-outside-toplevel
     g = parser.add_argument_group("split learning")
-    g.add_argument("--run_config", default=DEFAULT_RUN_CONFIG,
-                   help="yaml run configuration read by the local, leader and follower programs (keys = flag "
-                        "names; command-line flags win). Default: config/main_job.yaml; 'none' for none")
+    parser.set_defaults(run_config=DEFAULT_RUN_CONFIG)
     g.add_argument("--compress", choices=WIRE_MODES, default="none",
                    help="compression of the exchanged tensors: none (yaml/*.yaml), min_max6 "
                         "(yaml/*_compressed.yaml: 6-bit min_max on activations and their gradients, 1-bit "
