@@ -27,6 +27,7 @@ from mindspore import Tensor
 
 from mindspore_federated import FLModel, FLYamlData
 from mindspore_federated.communication.compression import configs_of
+from mindspore_federated.privacy import EmbeddingDP
 from mindspore_federated.protocol import (CommunicatorChannel, Decision, FollowerLoop, GradientStats, Kind,
                                           LocalChannel, Message, PeerAborted, PeerSession, ProtocolError,
                                           sendable_gradient)
@@ -96,17 +97,6 @@ def describe_wire(configs: Mapping[str, Any]) -> str:
     return ", ".join(f"{k} {c.compress_type}/{c.bit_num}" for k, c in sorted(configs.items()))
 
 
-def _embedding_dp_opt_in(enabled: bool, eps: Optional[float]) -> Dict[str, Any]:
-    """FLModel's explicit EmbeddingDP argument for --embedding_dp (privacy is never implicit)."""
-    if not enabled:
-        return {}
-    import inspect  # pylint: disable=import-outside-toplevel
-    if "embedding_dp" not in inspect.signature(FLModel.__init__).parameters:
-        return {}   # an FLModel that still applies the yaml's privacy section by itself
-    from mindspore_federated.privacy import EmbeddingDP  # pylint: disable=import-outside-toplevel
-    return {"embedding_dp": EmbeddingDP(eps)}
-
-
 def schedule(config: PanguAlphaConfig, total_steps: int, warmup_steps: Optional[int]) -> Tuple[int, int]:
     """(warmup, decay) exactly as train_centralized.build_training computes them."""
     warmup = default_warmup_steps(total_steps, config.warmup_steps) if warmup_steps is None else int(warmup_steps)
@@ -141,8 +131,9 @@ class LeaderParty:
         self.embedding_opt = PanguAlphaAdam(self.embedding_net, emb_yaml, config, warmup, decay)
         self.head_opt = PanguAlphaAdam(self.head_net, head_yaml, config, warmup, decay)
         self.metric = PerplexityMetric()
+        # --embedding_dp opts in explicitly: the yaml's privacy section only supplies eps
         self.embedding = FLModel(emb_yaml, self.embedding_net, optimizers=self.embedding_opt,
-                                 **_embedding_dp_opt_in(embedding_dp, embedding_dp_eps))
+                                 embedding_dp=EmbeddingDP(emb_yaml.embedding_dp_eps) if embedding_dp else None)
         self.head = FLModel(head_yaml, self.head_net, optimizers=self.head_opt,
                             eval_network=HeadEvalNet(self.head_net), metrics=self.metric)
         self.set_train(True)
