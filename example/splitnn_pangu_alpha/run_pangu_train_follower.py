@@ -55,7 +55,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run_follower(args)
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:
-        logger.error("follower stopped: %s", err)
+        hint = ""
+        if isinstance(err, (ConnectionError, TimeoutError)) and "--resume" not in str(err):
+            hint = " -- once both parties can run again, restart both with --resume"
+        logger.error("follower stopped: %s%s", err, hint)
         return 1
     return 0
 

@@ -61,7 +61,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run_leader(args)
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:
-        logger.error("leader stopped: %s", err)
+        hint = ""
+        if isinstance(err, (ConnectionError, TimeoutError)) and "--resume" not in str(err):
+            hint = " -- once both parties can run again, restart both with --resume"
+        logger.error("leader stopped: %s%s", err, hint)
         return 1
     return 0
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.example.two_party import EXAMPLE_DIR, REPO
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 STEPS = 6
 
 

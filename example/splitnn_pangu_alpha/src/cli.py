@@ -15,7 +15,7 @@ import difflib
 import logging
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, List, Optional, Sequence
 
 __all__ = ["str2bool", "add_training_args", "add_split_args", "parse_with_run_config", "resolve_passwords",
            "ignore_data_flags", "output_dir", "MODEL_SCALES", "DEFAULT_RUN_CONFIG", "DATA_FLAGS"]

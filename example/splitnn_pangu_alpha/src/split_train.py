@@ -28,8 +28,8 @@ from mindspore import Tensor
 from mindspore_federated import FLModel, FLYamlData
 from mindspore_federated.communication.compression import configs_of
 from mindspore_federated.privacy import EmbeddingDP
-from mindspore_federated.protocol import (CommunicatorChannel, Decision, FollowerLoop, GradientStats, Kind,
-                                          LocalChannel, Message, PeerAborted, PeerSession, ProtocolError,
+from mindspore_federated.protocol import (CommunicatorChannel, FLModelFollower, FollowerLoop, GradientStats,
+                                          Kind, LocalChannel, Message, PeerAborted, PeerSession, ProtocolError,
                                           sendable_gradient)
 
 from .lr_schedule import default_warmup_steps, lr_at
@@ -241,8 +241,9 @@ class LeaderParty:
 # ----------------------------------------------------------------------------------------------
 # party B
 # ----------------------------------------------------------------------------------------------
-class FollowerParty:
-    """Party B: the transformer blocks. Holds no data; `loop` (a FollowerLoop) reacts to A's messages.
+class FollowerParty(FLModelFollower):
+    """Party B: the transformer blocks. Holds no data; its `loop` (a FollowerLoop) reacts to A's
+    messages, and what it does with each follows from yaml/backbone.yaml (`FLModelFollower`).
 
     The optimizer (its LR schedule depends on the total number of steps, which only the data
     owner knows) is built after the handshake, by `build(warmup, decay)`.
@@ -250,21 +251,18 @@ class FollowerParty:
 
     def __init__(self, config: PanguAlphaConfig, channel: Any, checkpoint_dir: Optional[str] = None,
                  compress: str = "none") -> None:
+        super().__init__(checkpoint_dir=checkpoint_dir)
         self.config = config
         self.compress = compress
-        self.checkpoint_dir = checkpoint_dir
         self.net = BackboneLossNet(config)
         self.net.set_train(True)
         self.yaml = party_yaml("backbone", compress)
         # from the yaml: the communicator is made before the handshake, the FLModel after it
         self.wire_configs = configs_of(self.yaml)
         self.opt: Optional[PanguAlphaAdam] = None
-        self.model: Optional[FLModel] = None
         self._start_step = 0
         self._resume_file: Optional[str] = None
-        self._remote: Optional[Dict[str, Any]] = None
         self.received_keys: set = set()
-        self.saved: List[str] = []
         self.session = PeerSession(channel, FOLLOWER, LEADER, lambda: self.global_step, remedy=REMEDY)
         self.loop: Optional[FollowerLoop] = None
 
@@ -293,6 +291,7 @@ class FollowerParty:
     def build(self, warmup: int, decay: int) -> None:
         self.opt = PanguAlphaAdam(self.net, self.yaml, self.config, warmup, decay)
         self.model = FLModel(self.yaml, self.net, optimizers=self.opt)
+        self.optimizers = [self.opt]
         if self._resume_file:
             self.model.load_ckpt("train", self._resume_file)
             if self.model.global_step != self._start_step:
@@ -313,37 +312,24 @@ class FollowerParty:
                     self.received_keys.add(prefix + key)
         walk(msg.tensors(), "")
 
-    # ---- FollowerHandler
+    # ---- FollowerHandler: FLModelFollower's, plus PanGu's checks
     def forward(self, msg: Message) -> Mapping[str, Any]:
         self._note_keys(msg)
         scale = msg.number("loss_scale")
         if scale != self.opt.loss_scale_value():
             raise self.session.fail(f"loss scale differs at step {msg.step}: leader {scale:g}, follower "
                                     f"{self.opt.loss_scale_value():g} (checkpoints of different steps?) -- {REMEDY}")
-        self._remote = {"embedding_table": msg.tensor("embedding_table"),
-                        "attention_mask": msg.tensor("attention_mask")}
-        return {"hidden_states": self.model.forward_one_step(remote_data_batch=self._remote)["hidden_states"]}
+        return super().forward(msg)
 
     def backward(self, msg: Message) -> Tuple[Mapping[str, Any], GradientStats]:
         self._note_keys(msg)
-        sens = {"output": {"hidden_states": msg.tensor("output", "hidden_states")}}
-        grads = self.model.backward_one_step(remote_data_batch=self._remote, sens=sens)
-        self._remote = None
-        emb_grad, unsendable = sendable_gradient(grads["hidden_states"]["embedding_table"],
-                                                 self.wire_configs.get("embedding_table"))
-        return {"hidden_states": {"embedding_table": emb_grad}}, GradientStats.of(self.opt, overflow=unsendable)
-
-    def apply(self, decision: Decision) -> None:
-        decision.apply(self.opt)
-        if decision.save and self.checkpoint_dir:
-            self.saved.append(self.model.save_ckpt(self.checkpoint_dir))
+        return super().backward(msg)
 
     def evaluate(self, msg: Message) -> Mapping[str, Any]:
         self._note_keys(msg)
-        self.net.set_train(False)
+        self.net.set_train(False)   # dropout off
         try:
-            remote = {"embedding_table": msg.tensor("embedding_table"), "attention_mask": msg.tensor("attention_mask")}
-            return {"hidden_states": self.model.eval_one_step(remote_data_batch=remote)["hidden_states"]}
+            return super().evaluate(msg)
         finally:
             self.net.set_train(True)
 
