@@ -14,10 +14,11 @@ DONE; either party may send ABORT with the reason it stops. See docs/protocol.md
 """
 from .channel import CommunicatorChannel, LocalChannel
 from .fl_follower import FLModelFollower
+from .fl_leader import FLModelLeader
 from .decision import Decision, GlobalNormOptimizer, GradientStats, decide, sendable_gradient
 from .messages import Kind, Message, PeerAborted, ProtocolError, make_message
 from .session import FollowerHandler, FollowerLoop, PeerSession, describe_settings_mismatch
 
 __all__ = ["Kind", "Message", "ProtocolError", "PeerAborted", "make_message", "LocalChannel",
-           "CommunicatorChannel", "PeerSession", "FollowerLoop", "FollowerHandler", "FLModelFollower", "GradientStats", "Decision",
+           "CommunicatorChannel", "PeerSession", "FollowerLoop", "FollowerHandler", "FLModelFollower", "FLModelLeader", "GradientStats", "Decision",
            "decide", "GlobalNormOptimizer", "sendable_gradient", "describe_settings_mismatch"]

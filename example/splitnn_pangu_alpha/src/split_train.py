@@ -28,9 +28,9 @@ from mindspore import Tensor
 from mindspore_federated import FLModel, FLYamlData
 from mindspore_federated.communication.compression import configs_of
 from mindspore_federated.privacy import EmbeddingDP
-from mindspore_federated.protocol import (CommunicatorChannel, FLModelFollower, FollowerLoop, GradientStats,
-                                          Kind, LocalChannel, Message, PeerAborted, PeerSession, ProtocolError,
-                                          sendable_gradient)
+from mindspore_federated.protocol import (CommunicatorChannel, FLModelFollower, FLModelLeader, FollowerLoop,
+                                          GradientStats, LocalChannel, Message, PeerAborted, PeerSession,
+                                          ProtocolError)
 
 from .lr_schedule import default_warmup_steps, lr_at
 from .pangu_alpha import count_parameters
@@ -123,7 +123,6 @@ class LeaderParty:
                  pump: Callable[[], Any] = lambda: None, compress: str = "none", embedding_dp: bool = False,
                  embedding_dp_eps: Optional[float] = None) -> None:
         self.config = config
-        self.compress = compress
         self.embedding_net = EmbeddingLossNet(config)
         self.head_net = HeadLossNet(config)
         emb_yaml = party_yaml("embedding", compress, embedding_dp, embedding_dp_eps)
@@ -141,6 +140,8 @@ class LeaderParty:
         self.last_scale = 0.0
         self.wire_configs = configs_of(emb_yaml, head_yaml)
         self.session = PeerSession(channel, LEADER, FOLLOWER, lambda: self.global_step, pump, REMEDY)
+        # the head's squared norm first, then the embedding's (the order of the float32 sum)
+        self.driver = FLModelLeader(self.session, self.embedding, self.head, [self.head_opt, self.embedding_opt])
 
     @property
     def channel(self) -> Any:
@@ -166,53 +167,29 @@ class LeaderParty:
         self.head_net.set_train(mode)
 
     def train_step(self, batch: Mapping[str, np.ndarray], save: bool = False) -> float:
-        """Forward, backward and the agreed update of one batch; returns the loss."""
-        step = self.global_step + 1
-        data = _batch_tensors(batch)
-        emb = self.embedding.forward_one_step(data)
-        mask = data["attention_mask"]  # A's own input, passed through the embedding net unchanged
-        scale = self.head_opt.loss_scale_value()
-        reply = self.session.exchange(Kind.FORWARD, step, {"embedding_table": emb["embedding_table"],
-                                                           "attention_mask": mask}, Kind.FORWARD_REPLY,
-                                      loss_scale=np.asarray(scale, np.float32))
-        remote = {"hidden_states": reply.tensor("hidden_states")}
-        local = {"input_ids": data["input_ids"], "word_table": emb["word_table"],
-                 "position_id": emb["position_id"], "attention_mask": mask}
-        loss = self.head.forward_one_step(local, remote)["output"]
-        head_grads = self.head.backward_one_step(
-            local, remote, sens={"loss_scale": {"output": Tensor(np.asarray(scale, np.float32))}})
-        hidden_grad, unsendable = sendable_gradient(head_grads["output"]["hidden_states"],
-                                                    self.wire_configs.get("hidden_states"))
-        reply = self.session.exchange(Kind.BACKWARD, step, {"output": {"hidden_states": hidden_grad}},
-                                      Kind.BACKWARD_REPLY)
-        self.embedding.backward_one_step(data, sens={
-            "hidden_states": {"embedding_table": reply.tensor("hidden_states", "embedding_table")},
-            "output": {"word_table": head_grads["output"]["word_table"]}})
-        ours = GradientStats.of(self.head_opt, self.embedding_opt, overflow=unsendable)
-        decision = self.session.agree(step, ours, reply, save=save)
-        self.last_scale = scale
-        decision.apply(self.head_opt, self.embedding_opt)
+        """Forward, backward and the agreed update of one batch; returns the loss.
+
+        The current loss scale is the head's sensitivity and travels in FORWARD (B checks it)."""
+        scale = np.asarray(self.head_opt.loss_scale_value(), np.float32)
+        outputs, decision = self.driver.train_step(_batch_tensors(batch), self.global_step + 1,
+                                                   sens={"loss_scale": {"output": Tensor(scale)}}, save=save,
+                                                   loss_scale=scale)
+        self.last_scale = float(scale)
         self.last_overflow = decision.overflow
-        return float(loss.asnumpy())
+        return float(outputs["output"].asnumpy())
 
     def evaluate(self, batches: Iterator[Tuple[int, Mapping[str, np.ndarray]]],
                  max_batches: Optional[int] = None) -> Tuple[float, float, int]:
-        """Token-weighted eval loss and perplexity over `batches` (dropout off on both parties)."""
+        """Token-weighted eval loss and perplexity over `batches` (dropout off on both parties).
+
+        With EmbeddingDP, FLModel replaces the activations B receives by their codes here too."""
         self.metric.clear()
         self.set_train(False)
         try:
             for i, (_, batch) in enumerate(batches):
                 if max_batches is not None and i >= max_batches:
                     break
-                data = _batch_tensors(batch)
-                emb = self.embedding.eval_one_step(data)
-                # with EmbeddingDP, FLModel has already replaced the activations by their codes
-                reply = self.session.exchange(Kind.EVAL, i, {"embedding_table": emb["embedding_table"],
-                                                             "attention_mask": data["attention_mask"]},
-                                              Kind.EVAL_REPLY)
-                local = {"input_ids": data["input_ids"], "word_table": emb["word_table"],
-                         "position_id": emb["position_id"], "attention_mask": data["attention_mask"]}
-                self.head.eval_one_step(local, {"hidden_states": reply.tensor("hidden_states")})
+                self.driver.eval_step(_batch_tensors(batch), i)
         finally:
             self.set_train(True)
         mean, ppl = self.metric.eval()
@@ -253,7 +230,6 @@ class FollowerParty(FLModelFollower):
                  compress: str = "none") -> None:
         super().__init__(checkpoint_dir=checkpoint_dir)
         self.config = config
-        self.compress = compress
         self.net = BackboneLossNet(config)
         self.net.set_train(True)
         self.yaml = party_yaml("backbone", compress)
