@@ -38,7 +38,7 @@ def _rss_mib() -> float:
 def _common(args: argparse.Namespace) -> List[str]:
     return ["--config", args.config, "--vocab_size", str(args.vocab_size), "--seed", "1", "--dropout_rate", "0",
             "--train_steps", str(args.warmup + args.steps), "--log_steps", str(max(1, args.warmup + args.steps)),
-            "--save_ckpt_steps", "0", "--loss_scale", "1024"]
+            "--save_ckpt_steps", "0", "--loss_scale", "1024", "--run_config", "none"]
 
 
 def _rate(records: List[dict], warmup: int) -> float:
