@@ -47,9 +47,14 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
+def _stop_on_sigterm(*_):
+    """SIGTERM stops like an error does: the peer is told why (ABORT) before this process exits."""
+    raise SystemExit("stopped by SIGTERM")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))   # stop through the ABORT path
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
     from src.split_train import run_follower  # pylint: disable=import-outside-toplevel
     try:

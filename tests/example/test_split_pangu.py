@@ -389,3 +389,30 @@ def test_follower_restarted_mid_run_stops_both_naming_steps(pki, tmp_path):
     assert "follower restarted" in out_l or "mid-run" in out_f, (out_l[-2000:], out_f[-2000:])
     assert "step 20" in out_l + out_f
     assert "leader stopped" in out_l and "follower stopped" in out_f
+
+
+@pytest.mark.slow
+def test_a_party_stopped_by_sigterm_tells_the_other_why(pki, tmp_path):
+    """SIGTERM to the follower mid-run: it sends ABORT first; the leader stops within seconds, naming
+    the reason and the remedy (--resume)."""
+    import signal
+    pl, pf = free_port(), free_port()
+    leader_cmd, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=False)
+    follower = start(follower_cmd, tmp_path / "f1.out")
+    leader = start(leader_cmd, tmp_path / "l1.out")
+    try:
+        _wait_for([tmp_path / "out" / "checkpoints" / "follower" / "backbone_loss_net_step_20.ckpt"],
+                  [leader, follower])
+        follower.send_signal(signal.SIGTERM)
+        t0 = time.time()
+        rc_f, rc_l = follower.wait(60), leader.wait(60)
+        elapsed = time.time() - t0
+    finally:
+        for proc in (leader, follower):
+            if proc.poll() is None:
+                proc.kill()
+    out_l = (tmp_path / "l1.out").read_text()
+    assert rc_f != 0 and rc_l == 1, out_l[-2000:]
+    assert elapsed < 20
+    assert "the follower stopped: the follower was interrupted: SystemExit: stopped by SIGTERM" in out_l
+    assert "restart both with --resume" in out_l
