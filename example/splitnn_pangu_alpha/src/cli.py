@@ -244,7 +244,6 @@ def parse_with_run_config(parser: argparse.ArgumentParser, argv: Optional[Sequen
         except (ValueError, FileNotFoundError) as err:
             parser.error(str(err))
     args = parser.parse_args(tokens + argv)
-    args.run_config_settings = tokens
     _normalise(parser, args)
     return args
 
