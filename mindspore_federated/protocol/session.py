@@ -191,7 +191,13 @@ class PeerSession:
                   **extra: Any) -> Message:
         """Send ours first, then check the peer's (so neither waits on the other)."""
         self.hello(settings, compression, **extra)
-        return self.check_hello(self.receive_raw(timeout), settings, compression)
+        try:
+            msg = self.receive_raw(timeout)
+        except TimeoutError as err:
+            raise TimeoutError(f"{err} -- no startup handshake from the {self.peer_role}: is it running, and is "
+                               f"the address we send to the one it listens on (and ours the one it sends to)?"
+                               ) from err
+        return self.check_hello(msg, settings, compression)
 
     # ---- the decision (leader side)
     def agree(self, step: int, ours: GradientStats, reply: Message, save: bool = False) -> Decision:

@@ -1,4 +1,6 @@
 """PeerSession / FollowerLoop: handshake checks, step tags, ABORT, malformed messages."""
+from collections import deque
+
 import numpy as np
 import pytest
 
@@ -138,3 +140,12 @@ def test_sendable_gradient_zeroes_what_a_lossy_wire_cannot_carry():
     assert overflow
     out, overflow = sendable_gradient(g, None)
     assert out is g and not overflow
+
+
+def test_handshake_timeout_says_what_to_check():
+    class Silent(LocalChannel):
+        def recv(self, timeout=None):
+            raise TimeoutError("no message from the leader at 127.0.0.1:1 within 1 s")
+    session = PeerSession(Silent(deque(), deque(), "f"), "follower", "leader", lambda: 0)
+    with pytest.raises(TimeoutError, match="no startup handshake from the leader: is it running, and is the address"):
+        session.handshake({}, timeout=1)
