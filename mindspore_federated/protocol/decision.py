@@ -47,10 +47,11 @@ class GradientStats:
         """Sum over `optimizers` (float32, in order); `overflow` adds a flag of the caller's own."""
         total = np.float32(0.0)
         flag = bool(overflow)
-        for opt in optimizers:
-            sq, of = opt.local_scalars()
-            total = np.float32(total + np.float32(sq))
-            flag = flag or bool(of)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for opt in optimizers:
+                sq, of = opt.local_scalars()
+                total = np.float32(total + np.float32(sq))
+                flag = flag or bool(of)
         return cls(float(total), flag)
 
     def as_scalars(self) -> dict:
@@ -87,8 +88,9 @@ def decide(*stats: GradientStats, save: bool = False) -> Decision:
     """The global norm (sqrt of the float32 sum of the squared norms, in the given order) and the
     overflow decision (any flag, or a non-finite sum)."""
     total = np.float32(0.0)
-    for item in stats:
-        total = np.float32(total + np.float32(item.sq_norm))
+    with np.errstate(over="ignore", invalid="ignore"):   # an infinite sum is an overflow, said below
+        for item in stats:
+            total = np.float32(total + np.float32(item.sq_norm))
     overflow = any(item.overflow for item in stats) or not bool(np.isfinite(total))
     return Decision(np.sqrt(total).astype(np.float32), bool(overflow), bool(save))
 
