@@ -85,15 +85,15 @@ def test_compressed_run_trains_and_moves_the_analytic_bytes(compressed):
         assert a_bytes / want["a_to_b"] < 1.07 and b_bytes / want["b_to_a"] < 1.07
         # 6 bits instead of 32 on the floats, 1 instead of 32 on the mask
         assert (a_bytes + b_bytes) / (want["a_to_b_raw"] + want["b_to_a_raw"]) < 0.2
-    # message by message: FWD = activations + mask, GRAD = one gradient (exact payload + header)
+    # message by message: FORWARD = activations + mask, BACKWARD = one gradient (exact payload + header)
     kinds = {}
     for kind, size in compressed["channel"].sent_log + compressed["follower_channel"].sent_log:
         kinds.setdefault(kind, set()).add(size)
     act = _packed(BATCH * SEQ * HIDDEN, 6)
-    for kind, payload in ((Kind.FORWARD, act + _packed(BATCH * SEQ * SEQ, 1)), (Kind.GRAD, act),
-                          (Kind.HIDDEN, act), (Kind.EMB_GRAD, act)):
+    for kind, payload in ((Kind.FORWARD, act + _packed(BATCH * SEQ * SEQ, 1)), (Kind.BACKWARD, act),
+                          (Kind.FORWARD_REPLY, act), (Kind.BACKWARD_REPLY, act)):
         (size,) = kinds[kind]
-        assert 0 <= size - payload <= 400, (Kind.NAMES[kind], size, payload)
+        assert 0 <= size - payload <= 400, (kind.name, size, payload)
     assert compressed["perplexity"] > 1
 
 

@@ -295,7 +295,8 @@ def test_unreachable_peer_fails_within_seconds(tmp_path, pki):
 
 def test_wrong_certificate_password_is_a_clear_error(tmp_path, pki):
     flags = _tls_flags(pki, "leader")
-    flags[flags.index("--server_password") + 1] = "wrong"
+    flags[flags.index("--server_password_file") + 1] = str(tmp_path / "wrong.txt")
+    (tmp_path / "wrong.txt").write_text("wrong")
     proc = subprocess.run([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *COMMON, "--synthetic",
                            "--output_dir", str(tmp_path), "--log_file", str(tmp_path / "l.log"),
                            "--http_server_address", f"127.0.0.1:{free_port()}", *flags],
