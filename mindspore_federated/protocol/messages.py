@@ -142,7 +142,7 @@ class Message:
         if array.dtype != np.uint8 or array.ndim > 1:
             raise ProtocolError(f"malformed message from the {self.sender}: {self._where()}meta.{key} must be "
                                 f"text (uint8), got {array.dtype} {array.shape}")
-        return bytes(array.reshape(-1).tolist()).decode("utf-8", "replace")
+        return array.reshape(-1)[:_MAX_TEXT].tobytes().decode("utf-8", "replace")  # bounded: peer-written text
 
     def tensor(self, *path: str) -> Any:
         """The tensor at `path` (e.g. ``tensor('output', 'hidden_states')``), as received."""

@@ -149,3 +149,12 @@ def test_handshake_timeout_says_what_to_check():
     session = PeerSession(Silent(deque(), deque(), "f"), "follower", "leader", lambda: 0)
     with pytest.raises(TimeoutError, match="no startup handshake from the leader: is it running, and is the address"):
         session.handshake({}, timeout=1)
+
+
+def test_a_peer_written_abort_reason_is_bounded():
+    leader, _, _, b_end = _pair()
+    b_end.send({"meta": {"kind": np.asarray(int(Kind.ABORT)), "step": np.asarray(1),
+                         "text": np.full(1_000_000, ord("x"), np.uint8)}})
+    with pytest.raises(PeerAborted) as err:
+        leader.expect(Kind.FORWARD_REPLY, 1)
+    assert len(str(err.value)) < 4100
