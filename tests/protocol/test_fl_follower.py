@@ -8,6 +8,7 @@ from mindspore import Parameter, Tensor, nn  # noqa: E402
 from mindspore_federated import FLModel, FLYamlData  # noqa: E402
 from mindspore_federated.protocol import (FLModelFollower, FollowerLoop, GradientStats, Kind,  # noqa: E402
                                           LocalChannel, PeerSession, ProtocolError)
+from tests.protocol.ms_optim import GlobalNormSGD  # noqa: E402
 
 YAML = {
     "role": "follower",
@@ -32,26 +33,6 @@ class Middle(nn.Cell):
 
     def construct(self, x, z):
         return ms.ops.matmul(x, self.w) + z
-
-
-class GlobalNormSGD:
-    """Takes FLModel's gradients (apply_gradients), then the agreed step."""
-
-    def __init__(self, params):
-        self.parameters = list(params)
-        self.pending = None
-
-    def apply_gradients(self, grads):
-        self.pending = [g.asnumpy() for g in grads]
-
-    def local_scalars(self):
-        return float(sum((g.astype(np.float32) ** 2).sum() for g in self.pending)), False
-
-    def step(self, global_norm, overflow):
-        if not overflow:
-            factor = 1.0 / max(float(global_norm), 1.0)
-            for p, g in zip(self.parameters, self.pending):
-                p.set_data(Tensor(p.asnumpy() - 0.5 * factor * g))
 
 
 def test_a_follower_needs_only_its_network_and_yaml():

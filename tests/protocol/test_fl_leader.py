@@ -9,6 +9,7 @@ from mindspore import Parameter, Tensor, nn, ops  # noqa: E402
 from mindspore_federated import FLModel, FLYamlData  # noqa: E402
 from mindspore_federated.protocol import (FLModelFollower, FLModelLeader, FollowerLoop,  # noqa: E402
                                           LocalChannel, PeerSession)
+from tests.protocol.ms_optim import GlobalNormSGD  # noqa: E402
 
 LR = 0.5
 
@@ -56,24 +57,6 @@ class Loss(nn.Cell):
         return ops.reduce_mean((self.head(h) - t) ** 2)
 
 
-class SGD:
-    """Gradient-taking user optimizer with one global-norm clip (GlobalNormOptimizer)."""
-
-    def __init__(self, params):
-        self.parameters, self.pending = list(params), None
-
-    def apply_gradients(self, grads):
-        self.pending = [g.asnumpy() for g in grads]
-
-    def local_scalars(self):
-        return float(sum(np.float32((g ** 2).sum()) for g in self.pending)), False
-
-    def step(self, global_norm, overflow):
-        factor = 1.0 / max(float(global_norm), 1.0)
-        for p, g in zip(self.parameters, self.pending):
-            p.set_data(Tensor(p.asnumpy() - LR * factor * g))
-
-
 def _data(step):
     rng = np.random.RandomState(step)
     x = rng.randn(8, 4).astype(np.float32)
@@ -102,7 +85,7 @@ def _reference(steps):
 
 def test_three_part_split_from_yamls_equals_the_whole_network():
     bottom_net, middle_net, top_net = Linear("w1", 4, 3, 1), Linear("w2", 3, 3, 2, act=True), Loss()
-    opts = [SGD(n.trainable_params()) for n in (bottom_net, middle_net, top_net)]
+    opts = [GlobalNormSGD(n.trainable_params(), LR) for n in (bottom_net, middle_net, top_net)]
     bottom = FLModel(FLYamlData.from_dict(BOTTOM), bottom_net, optimizers=opts[0])
     middle = FLModel(FLYamlData.from_dict(MIDDLE), middle_net, optimizers=opts[1])
     top = FLModel(FLYamlData.from_dict(TOP), top_net, optimizers=opts[2])
