@@ -121,6 +121,16 @@ class CommunicatorChannel:
         worker.start()
         worker.join(self.abort_timeout if timeout is None else timeout)
 
+    def goodbye(self, reason: str) -> None:
+        """Also tell the peer at the transport level (a communicator with liveness: its `goodbye`),
+        so that a peer blocked in `receive` stops even if our ABORT message could not get through."""
+        say = getattr(self.comm, "goodbye", None)
+        if callable(say):
+            try:
+                say(reason, self.peer)
+            except Exception:  # pylint: disable=broad-except  (best effort while stopping)
+                pass
+
     def _quiet_send(self, msg: Dict) -> None:
         try:
             self.comm.send_tensors(self.peer, msg)

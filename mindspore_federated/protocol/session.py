@@ -110,6 +110,9 @@ class PeerSession:
             self.channel.try_send(make_message(Kind.ABORT, self.global_step, text=reason))
         except Exception:  # pylint: disable=broad-except  (the peer may be gone)
             logger.debug("could not tell the %s why we stop", self.peer_role, exc_info=True)
+        goodbye = getattr(self.channel, "goodbye", None)
+        if callable(goodbye):
+            goodbye(reason)
 
     def report(self, err: ProtocolError) -> None:
         """ABORT the peer with a ProtocolError raised elsewhere (no-op if it was already reported)."""

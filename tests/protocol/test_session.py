@@ -158,3 +158,27 @@ def test_a_peer_written_abort_reason_is_bounded():
     with pytest.raises(PeerAborted) as err:
         leader.expect(Kind.FORWARD_REPLY, 1)
     assert len(str(err.value)) < 4100
+
+
+def test_abort_over_a_communicator_also_says_goodbye_at_the_transport():
+    """ABORT goes as a message and, where the communicator offers it, as its transport-level goodbye."""
+    from mindspore_federated.protocol import CommunicatorChannel
+
+    class FakeComm:
+        remote_server_configs = {}
+
+        def __init__(self):
+            self.sent, self.goodbyes = [], []
+
+        def send_tensors(self, target, msg):
+            self.sent.append((target, msg))
+
+        def goodbye(self, reason, target_server_name=None):
+            self.goodbyes.append((reason, target_server_name))
+
+    comm = FakeComm()
+    session = PeerSession(CommunicatorChannel(comm, "leader", 5.0), "follower", "leader", lambda: 3)
+    session.abort("disk full -- restart both with --resume")
+    session.abort("again")                                      # at most once
+    assert len(comm.sent) == 1 and int(comm.sent[0][1]["meta"]["kind"]) == Kind.ABORT
+    assert comm.goodbyes == [("disk full -- restart both with --resume", "leader")]
