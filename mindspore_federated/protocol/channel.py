@@ -103,7 +103,12 @@ class CommunicatorChannel:
     def send(self, msg: Dict) -> None:
         try:
             self.comm.send_tensors(self.peer, msg)
-        except (TimeoutError, ConnectionError, OSError) as err:
+        except ConnectionError as err:
+            if type(err) is ConnectionError:   # the peer is gone (it said goodbye, or fell silent)
+                raise ConnectionError(f"the {self.where} is gone: {err}") from err
+            raise ConnectionError(f"cannot reach the {self.where}: {err} (is it running and listening on that "
+                                  f"address, are the addresses and certificates right?)") from err
+        except (TimeoutError, OSError) as err:
             raise ConnectionError(f"cannot reach the {self.where}: {err} (is it running and listening on that "
                                   f"address, are the addresses and certificates right?)") from err
         self.messages_sent += 1

@@ -98,8 +98,22 @@ class PeerSession:
 
     # ---- sending
     def send(self, kind: Kind, step: int, tensors: Optional[Mapping[str, Any]] = None, **scalars: Any) -> None:
-        self.channel.send(make_message(kind, step, tensors, **scalars))
+        try:
+            self.channel.send(make_message(kind, step, tensors, **scalars))
+        except ConnectionError as err:
+            self._raise_queued_abort(err)
+            raise
         self.pump()
+
+    def _raise_queued_abort(self, err: ConnectionError) -> None:
+        """A peer that stops sends ABORT before it goes: if that message is waiting, raise it
+        (PeerAborted with the peer's reason) rather than the bare connection error."""
+        try:
+            self.receive_raw(timeout=1.0)
+        except PeerAborted as aborted:
+            raise aborted from err
+        except Exception:  # pylint: disable=broad-except  (nothing queued: the connection error stands)
+            return
 
     def abort(self, reason: str) -> None:
         """Tell the peer why this party stops (best effort, bounded wait; at most once)."""

@@ -415,5 +415,7 @@ def test_a_party_stopped_by_sigterm_tells_the_other_why(pki, tmp_path):
     out_l = (tmp_path / "l1.out").read_text()
     assert rc_f != 0 and rc_l == 1, out_l[-2000:]
     assert elapsed < 20
-    assert "the follower stopped: the follower was interrupted: SystemExit: stopped by SIGTERM" in out_l
+    # the follower's own words reach the leader (its ABORT, or the transport's goodbye quoting it)
+    assert "the follower was interrupted: SystemExit: stopped by SIGTERM" in out_l, out_l[-2000:]
+    assert "leader stopped: the follower stopped:" in out_l, out_l[-2000:]
     assert "restart both with --resume" in out_l

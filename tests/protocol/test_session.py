@@ -182,3 +182,17 @@ def test_abort_over_a_communicator_also_says_goodbye_at_the_transport():
     session.abort("again")                                      # at most once
     assert len(comm.sent) == 1 and int(comm.sent[0][1]["meta"]["kind"]) == Kind.ABORT
     assert comm.goodbyes == [("disk full -- restart both with --resume", "leader")]
+
+
+def test_a_send_that_fails_because_the_peer_stopped_reports_the_peers_reason():
+    """The peer sent ABORT and went away: our next send fails, and the error is the peer's reason."""
+    class Gone(LocalChannel):
+        def send(self, msg):
+            raise ConnectionError("peer 'follower' is gone: it said goodbye")
+    inbox = deque()
+    session = PeerSession(Gone(inbox, deque(), "leader"), "leader", "follower", lambda: 0)
+    inbox.append(make_message(Kind.ABORT, 3, text="the follower was interrupted -- restart both with --resume"))
+    with pytest.raises(PeerAborted, match="the follower stopped: the follower was interrupted"):
+        session.send(Kind.FORWARD, 4)
+    with pytest.raises(ConnectionError, match="it said goodbye"):     # nothing queued: the error stands
+        session.send(Kind.FORWARD, 4)
