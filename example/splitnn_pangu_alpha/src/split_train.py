@@ -376,8 +376,9 @@ def add_log_file(path: Optional[str]) -> None:
 
 
 def _stopping(session: Optional[PeerSession], role: str, err: BaseException) -> None:
-    """Tell the peer why this party stops (once; not if the peer stopped first)."""
-    if session is None or isinstance(err, PeerAborted):
+    """Tell the peer why this party stops (once; not if the peer stopped first or cannot be reached:
+    waiting on a dead peer would only delay the report)."""
+    if session is None or isinstance(err, (PeerAborted, ConnectionError)):
         return
     if isinstance(err, ProtocolError):
         session.report(err)
