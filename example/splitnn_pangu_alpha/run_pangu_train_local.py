@@ -9,8 +9,9 @@ With no arguments (the example's main job):
      (train_centralized.run) -- unless --no_centralized;
   4. writes output/local/loss.png with both loss curves (and output/local/*_loss.json).
 
-Every flag of train_centralized.py is accepted (e.g. --config small --train_steps 1000,
---synthetic, --data_url/--eval_data_url/--vocab_model for your own records).
+Settings come from config/main_job.yaml (--run_config); every flag of train_centralized.py is accepted
+(e.g. --mode small --train_steps 1000, --synthetic, --data_url/--eval_data_url/--vocab_model for your own
+records).
 """
 from __future__ import annotations
 

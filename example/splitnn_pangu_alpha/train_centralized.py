@@ -6,8 +6,8 @@ clip 1.0. Log lines `epoch E step S/TOTAL loss: L`; eval perplexity at the end; 
 weights, Adam moments, optimizer step and loss-scale state, so `--resume` continues exactly.
 
 Examples:
-    python train_centralized.py --config tiny --synthetic --train_steps 100
-    python train_centralized.py --config small --data_url data/train --eval_data_url data/eval \
+    python train_centralized.py --mode tiny --synthetic --train_steps 100
+    python train_centralized.py --mode small --data_url data/train --eval_data_url data/eval \
         --vocab_model data/vocab.model --loss_log output/central_loss.json
 """
 from __future__ import annotations
