@@ -25,11 +25,11 @@ from mindspore import Tensor
 
 from .incremental import SequenceTooLong, TopDecoder
 from .pangu_alpha_config import PanguAlphaConfig
-from .utils import get_position_and_mask, str2bool
+from .utils import get_position_and_mask
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GenerateOptions", "add_generate_args", "options_from_args", "choose_token", "generate_ids",
+__all__ = ["GenerateOptions", "options_from_args", "choose_token", "generate_ids",
            "PanguGenerator"]
 
 
@@ -57,28 +57,6 @@ class GenerateOptions:
     @property
     def greedy(self) -> bool:
         return self.top_k_num == 1 and self.top_p >= 1.0
-
-
-def add_generate_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """`--run_type predict` and the generation flags (names and meaning as in the original example)."""
-    g = parser.add_argument_group("generation (--run_type predict)")
-    g.add_argument("--run_type", default="train", choices=["train", "predict"],
-                   help="train, or predict: generate text from the checkpoints of --load_ckpt_path")
-    g.add_argument("--prompt", action="append", default=None,
-                   help="text to continue (repeatable); one line 'generated: ...' is printed per prompt")
-    g.add_argument("--prompt_file", default=None, help="a UTF-8 file with one prompt per non-empty line")
-    g.add_argument("--top_k_num", type=int, default=1, help="sample among the k most likely tokens (1 = greedy)")
-    g.add_argument("--top_p", type=float, default=1.0,
-                   help="nucleus sampling threshold, used instead of top-k when < 1.0")
-    g.add_argument("--frequency_penalty", type=float, default=0.0,
-                   help="subtracted from a token's log-probability per time it was generated")
-    g.add_argument("--presence_penalty", type=float, default=0.0,
-                   help="subtracted once from the log-probability of every token generated so far")
-    g.add_argument("--max_generate_length", type=int, default=32, help="at most this many new tokens per prompt")
-    g.add_argument("--end_token", type=int, default=9, help="stop when this token id is chosen (default 9, <eot>)")
-    g.add_argument("--use_past", type=str2bool, default=True,
-                   help="key/value cache (true): each new token costs one position; false recomputes the sequence")
-    return parser
 
 
 def options_from_args(args: argparse.Namespace) -> GenerateOptions:

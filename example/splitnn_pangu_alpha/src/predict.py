@@ -29,36 +29,22 @@ from mindspore import nn
 
 from mindspore_federated.inference import InferenceClient, InferenceService
 
-from .generate import GenerateOptions, PanguGenerator, add_generate_args, generate_ids, options_from_args
+from .generate import GenerateOptions, PanguGenerator, generate_ids, options_from_args
 from .incremental import BlocksDecoder, BlocksSession
 from .pangu_alpha import PanguAlphaBackbone, PanguAlphaHead
 from .pangu_alpha_config import PanguAlphaConfig
 from .split_generate import PanguBlocksBackend, RemoteBlocks, describe_capacity
-from .utils import latest_checkpoint, str2bool
+from .utils import latest_checkpoint
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["add_predict_args", "read_prompts", "find_checkpoint", "load_part", "save_as_training_run", "LeaderModel",
+__all__ = ["read_prompts", "find_checkpoint", "load_part", "save_as_training_run", "LeaderModel",
            "follower_decoder", "central_generator", "split_local_generator", "generate_texts", "one_line",
            "run_predict", "run_predict_central", "run_predict_local", "run_predict_leader", "run_predict_follower",
            "CENTRAL_PREFIX", "PREFIXES"]
 
 CENTRAL_PREFIX = "pangu_centralized"
 PREFIXES = {"embedding": "embedding_loss_net", "head": "head_loss_net", "backbone": "backbone_loss_net"}
-
-
-def add_predict_args(parser: argparse.ArgumentParser, server: bool = False) -> argparse.ArgumentParser:
-    """Generation flags; `server`: the follower's session limits as well."""
-    add_generate_args(parser)
-    if server:
-        g = parser.add_argument_group("serving generation (follower, --run_type predict)")
-        g.add_argument("--max_sessions", type=int, default=4,
-                       help="generation sessions served at once (each holds its key/value cache); more are refused")
-        g.add_argument("--session_idle_timeout", type=float, default=300.0,
-                       help="seconds after which an unused session is closed and its cache freed")
-        g.add_argument("--serve_forever", type=str2bool, nargs="?", const=True, default=False,
-                       help="keep serving after the leader said goodbye (default: stop then)")
-    return parser
 
 
 def read_prompts(args: argparse.Namespace) -> List[str]:
@@ -344,9 +330,9 @@ def run_predict(args: argparse.Namespace, layout: str) -> Any:
     setup_logging()
     add_log_file(getattr(args, "log_file", None))
     if layout == "follower":
-        for flag in ("data_url", "eval_data_url", "vocab_model", "prompt", "prompt_file"):
+        for flag in ("prompt", "prompt_file"):  # (the data flags are dropped by the follower's parser)
             if getattr(args, flag, None):
-                raise ValueError(f"--{flag} given to the follower: party B never sees data, text or token ids")
+                raise ValueError(f"--{flag} given to the follower: party B never sees text or token ids")
     set_context(args)
     return _RUNNERS[layout](args)
 
