@@ -221,6 +221,8 @@ def test_sessions_are_bounded_freed_and_expire(run_dir):
     client = InferenceClient.in_process(service, "leader")
     h = CFG.hidden_size
     prompt_mask = np.tril(np.ones((1, 4, 4), np.float32))
+    with pytest.raises(BadRequest, match="model settings differ between the parties: hidden_size: ours 64, peer 128"):
+        RemoteBlocks(client, CFG.replace(hidden_size=128, num_heads=4))
     first, second = RemoteBlocks(client, CFG), RemoteBlocks(client, CFG)
     for blocks in (first, second):
         blocks.run(np.ones((1, 4, h), np.float32), prompt_mask, 0)

@@ -6,7 +6,7 @@ layer's keys and values for the session. B never receives token ids, positions o
 is one request with all its positions (start 0); without the cache (`--use_past false`) every
 token re-sends the whole sequence (start 0 again).
 
-    A -> B  OPEN  {meta: session, fingerprint}                 B: new session, or ERROR (full, mismatch)
+    A -> B  OPEN  {meta: session, settings}                    B: new session, or ERROR (full, mismatch)
     A -> B  RUN   {meta: session, start, hidden_states [1,n,H], attention_mask [1,n,start+n] (bool)}
     B -> A  OK    {hidden_states [1,n,H]}                      (or ERROR: too long, bad shapes, ...)
     A -> B  CLOSE {meta: session}                              B frees the caches
@@ -14,29 +14,37 @@ token re-sends the whole sequence (start 0 again).
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from typing import Dict, Mapping
 
 import numpy as np
 
 from mindspore_federated.communication.codec import to_numpy
 from mindspore_federated.inference import InferenceClient
-from mindspore_federated.inference.service import meta_int
+from mindspore_federated.inference.service import meta_int, meta_text
+from mindspore_federated.protocol import describe_settings_mismatch
 
 from .incremental import BlocksDecoder, BlocksSession, cache_bytes
 from .pangu_alpha_config import PanguAlphaConfig
-from .split_pangu_alpha import FINGERPRINT_FIELDS, config_fingerprint, describe_fingerprint_mismatch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODEL_FIELDS", "model_fingerprint", "PanguBlocksBackend", "RemoteBlocks", "describe_capacity"]
+__all__ = ["MODEL_FIELDS", "model_settings", "PanguBlocksBackend", "RemoteBlocks", "describe_capacity"]
 
 # what both parties' model parts must agree on for generation (no training recipe, no batch size)
 MODEL_FIELDS = ("seq_length", "hidden_size", "num_heads", "num_layers", "ffn_hidden_size", "compute_dtype",
                 "hidden_act")
 
 
-def model_fingerprint(config: PanguAlphaConfig) -> np.ndarray:
-    return config_fingerprint(config, unknown=[f for f in FINGERPRINT_FIELDS if f not in MODEL_FIELDS])
+def model_settings(config: PanguAlphaConfig) -> Dict[str, str]:
+    return {name: str(getattr(config, name)) for name in MODEL_FIELDS}
+
+
+def _encode(settings: Mapping[str, str]) -> str:
+    return "\n".join(f"{name}={value}" for name, value in settings.items())
+
+
+def _decode(text: str) -> Dict[str, str]:
+    return dict(line.partition("=")[::2] for line in text.split("\n") if line)
 
 
 class PanguBlocksBackend:
@@ -45,16 +53,15 @@ class PanguBlocksBackend:
     def __init__(self, decoder: BlocksDecoder) -> None:
         self.decoder = decoder
         self.config = decoder.config
-        self.fingerprint = model_fingerprint(self.config)
+        self.settings = model_settings(self.config)
 
     def new_session(self) -> BlocksSession:
         return BlocksSession(self.decoder)
 
     def check_open(self, meta: Mapping) -> None:
-        theirs = meta.get("fingerprint")
-        if theirs is None:
-            raise ValueError("OPEN without the model fingerprint")
-        mismatch = describe_fingerprint_mismatch(self.fingerprint, to_numpy(theirs))
+        if meta.get("settings") is None:
+            raise ValueError("OPEN without the model settings")
+        mismatch = describe_settings_mismatch(self.settings, _decode(meta_text(meta, "settings")))
         if mismatch:
             raise ValueError(f"model settings differ between the parties: {mismatch} (start both with the "
                              f"flags of the training run)")
@@ -74,7 +81,7 @@ class RemoteBlocks:
     """Party A's handle on one session at party B (the blocks-session interface of PanguGenerator)."""
 
     def __init__(self, client: InferenceClient, config: PanguAlphaConfig) -> None:
-        self.session = client.open(fingerprint=model_fingerprint(config))
+        self.session = client.open(settings=_encode(model_settings(config)))
 
     def run(self, hidden: np.ndarray, mask: np.ndarray, start: int) -> np.ndarray:
         reply = self.session.run({"hidden_states": np.asarray(hidden, np.float32),
