@@ -77,10 +77,6 @@ class SessionManager:
         with self._lock:
             return len(self._sessions)
 
-    def keys(self) -> List[Hashable]:
-        with self._lock:
-            return list(self._sessions)
-
     def nbytes(self) -> int:
         """Bytes held by the live states (their `nbytes`, where they tell)."""
         with self._lock:
