@@ -22,6 +22,7 @@ _PUBLIC = {
     "ServerConfig": "mindspore_federated.communication.communicator",
     "SSLConfig": "mindspore_federated.communication.tls",
     "CompressConfig": "mindspore_federated.communication.compression",
+    "FLDataWorker": "mindspore_federated.data_join.worker",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]

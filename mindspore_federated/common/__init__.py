@@ -1,0 +1,1 @@
+"""Helpers shared by the library's entry points (command-line configuration)."""
