@@ -70,8 +70,27 @@ class PeerChannel:
 
     # --- sending ---------------------------------------------------------------------------------
     def send(self, kind: str, bucket: Optional[int] = None, payload: bytes = b"", **fields) -> None:
+        """Send, but return early with the reader's error (the peer aborted or went silent): a send to
+        a vanished peer would otherwise retry for the communicator's whole send deadline."""
         self._raise_if_failed()
-        self._comm.send_tensors(self._peer, encode(dict(fields, kind=kind, bucket=bucket), payload))
+        outcome: list = []
+        done = threading.Event()
+
+        def attempt():
+            try:
+                self._comm.send_tensors(self._peer, encode(dict(fields, kind=kind, bucket=bucket), payload))
+            except Exception as err:  # re-raised below unless the reader knows better
+                outcome.append(err)
+            done.set()
+
+        threading.Thread(target=attempt, name=f"data-join-send-{kind}", daemon=True).start()
+        while not done.wait(0.2):
+            self._raise_if_failed()
+        if outcome:
+            if self._error is None and not self._stop_reading.is_set():
+                time.sleep(1.0)  # an abort that explains the failure may still be on its way
+            self._raise_if_failed()
+            raise outcome[0]
 
     def _beat(self) -> None:
         while not self._stop_beating.wait(self._heartbeat):

@@ -187,7 +187,7 @@ class FLDataWorker:
         except BaseException as err:
             if staged is not None:
                 staged.discard()
-            if not isinstance(err, DataJoinPeerError):
+            if not isinstance(err, (DataJoinPeerError, EmptyIntersectionError)):  # the peer found that itself
                 channel.abort(_public_reason(err))
             raise
         logger.info("data join done in %.1f s: %d ids in common, %d MindRecord files in %s",
@@ -196,8 +196,6 @@ class FLDataWorker:
 
 def _public_reason(err: BaseException) -> str:
     """What the peer is told: the kind of failure, never our data (messages may quote ids)."""
-    if isinstance(err, EmptyIntersectionError):
-        return "empty intersection: no id is held by both parties"
     names = {"DuplicateIdError": "its data has duplicate ids", "MissingColumnError": "a column is missing from its data",
              "SchemaError": "its schema or data is invalid", "KeyboardInterrupt": "it was interrupted"}
     reason = names.get(type(err).__name__, f"it failed ({type(err).__name__})")

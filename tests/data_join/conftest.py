@@ -48,7 +48,7 @@ def base_config(tmp: Path, role: str, ports: dict, **overrides) -> dict:
 def run_pair(leader_config: dict, follower_config: dict, timeout: float = 60.0):
     """Run both workers in threads of this process (each with its own communicator).
 
-    Returns ``{role: (worker, exception or None)}``.
+    Returns ``{server_name: (worker, exception or None)}`` (server names: "leader", "follower").
     """
     from mindspore_federated import FLDataWorker, ServerConfig, VerticalFederatedCommunicator
 
@@ -63,9 +63,9 @@ def run_pair(leader_config: dict, follower_config: dict, timeout: float = 60.0):
             comm.launch()
             worker = FLDataWorker(config, communicator=comm)
             worker.do_worker()
-            results[config["role"]] = (worker, None)
+            results[config["server_name"]] = (worker, None)
         except Exception as err:  # inspected by the test
-            results[config["role"]] = (worker, err)
+            results[config["server_name"]] = (worker, err)
         finally:
             comm.close()
 

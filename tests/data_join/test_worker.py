@@ -57,3 +57,106 @@ def test_join_matches_plain_intersection_and_orders_rows_alike(two_tables, ports
     again = [_text(r["oaid"]) for r in _rows(lead["output_dir"], seed=11)]
     assert again == [_text(r["oaid"]) for r in _rows(foll["output_dir"], seed=11)]
     assert sorted(again) == sorted(leader_ids)
+
+
+def _expect_errors(results, leader_pattern, follower_pattern):
+    import re
+
+    for role, pattern in (("leader", leader_pattern), ("follower", follower_pattern)):
+        error = results[role][1]
+        assert error is not None, f"{role} succeeded"
+        assert re.search(pattern, str(error)), f"{role}: {error!r} does not match {pattern!r}"
+
+
+def _no_output(*configs):
+    for config in configs:
+        folder = config["output_dir"]
+        assert not os.path.exists(folder) or not os.listdir(folder), f"partial output in {folder}"
+        parent = os.path.dirname(folder)
+        assert not [n for n in os.listdir(parent) if ".partial-" in n], "a staging folder was left behind"
+
+
+def test_schemas_that_disagree_on_the_key_type(two_tables, ports):
+    schema = write_schema(two_tables.dir / "int_key.yaml", {"oaid": "int64", "y": "int64"})
+    lead, foll = _configs(two_tables, ports, follower={"data_schema_path": schema})
+    results = run_pair(lead, foll)
+    _expect_errors(results, r"aborted.*schemas disagree: primary key 'oaid' is string in the leader's schema "
+                            r"but int64", r"schemas disagree: primary key 'oaid' is string.*but int64")
+    _no_output(lead, foll)
+
+
+def test_missing_primary_key_column(two_tables, ports):
+    write_table(two_tables.dir / "nokey.csv", "id", make_ids("s", 5), {"y": [1] * 5, "blob": ["b"] * 5})
+    lead, foll = _configs(two_tables, ports, follower={"main_table_files": str(two_tables.dir / "nokey.csv")})
+    results = run_pair(lead, foll)
+    _expect_errors(results, r"peer 'follower' aborted.*column is missing",
+                   r"nokey.csv: column\(s\) \['oaid'\] missing from the header.*'oaid' is the primary key")
+
+
+def test_duplicate_ids(two_tables, ports):
+    ids = make_ids("s", 10) + ["s000003"]
+    write_table(two_tables.dir / "dup.csv", "oaid", ids, {"x": [0.0] * 11, "tag": ["a"] * 11})
+    lead, foll = _configs(two_tables, ports, leader={"main_table_files": str(two_tables.dir / "dup.csv")})
+    results = run_pair(lead, foll)
+    _expect_errors(results, r"not unique: 1 duplicated id\(s\): 's000003' \(.*dup.csv:12\)",
+                   r"peer 'leader' aborted the data join: its data has duplicate ids")
+    assert "s000003" not in str(results["follower"][1])  # the peer is told the cause, not the data
+
+
+def test_empty_intersection(two_tables, ports):
+    write_table(two_tables.dir / "other.csv", "oaid", make_ids("z", 10), {"y": [1] * 10, "blob": ["b"] * 10})
+    lead, foll = _configs(two_tables, ports, follower={"main_table_files": str(two_tables.dir / "other.csv")})
+    results = run_pair(lead, foll)
+    _expect_errors(results, r"empty intersection: none of this party's 60 ids",
+                   r"empty intersection: none of this party's 10 ids")
+    _no_output(lead, foll)
+
+
+def test_two_leaders_is_a_configuration_error(two_tables, ports):
+    lead, foll = _configs(two_tables, ports, follower={"role": "leader"})
+    results = run_pair(lead, foll)
+    _expect_errors(results, r"both parties are configured with role 'leader': peer 'follower' must run with role 'follower'",
+                   r"both parties are configured with role 'leader'")
+
+
+def test_output_dir_with_foreign_files_is_refused_before_joining(two_tables, ports):
+    lead, foll = _configs(two_tables, ports)
+    os.makedirs(lead["output_dir"])
+    (two_tables.dir / "out_leader" / "notes.txt").write_text("mine")
+    from mindspore_federated import FLDataWorker
+
+    with pytest.raises(ValueError, match=r"holds files that are not data-join output \(notes.txt\)"):
+        FLDataWorker(lead).do_worker()
+
+
+def test_peer_that_disappears_mid_join(two_tables, ports, tmp_path):
+    """The follower registers, then its process is gone: the leader says so within peer_timeout."""
+    import threading
+    import time
+
+    from mindspore_federated import FLDataWorker, ServerConfig, VerticalFederatedCommunicator
+    from mindspore_federated.data_join.context import _WorkerRegister
+
+    lead, _ = _configs(two_tables, ports, leader={"peer_timeout": 3.0})
+    leader_comm = VerticalFederatedCommunicator(ServerConfig("leader", lead["http_server_address"]),
+                                                ServerConfig("follower", lead["remote_server_address"]),
+                                                send_deadline=5.0)
+    follower_comm = VerticalFederatedCommunicator(ServerConfig("follower", lead["remote_server_address"]),
+                                                  ServerConfig("leader", lead["http_server_address"]),
+                                                  send_deadline=5.0)
+    follower_comm.launch()
+
+    def follower_dies():
+        follower_comm.send_register("leader", _WorkerRegister("follower"))
+        follower_comm.close()  # gone after registering
+
+    thread = threading.Thread(target=follower_dies, daemon=True)
+    thread.start()
+    with leader_comm:
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"peer 'follower' \(127.0.0.1:\d+\) sent nothing, not even a "
+                                               r"heartbeat, for \d+ s.*restart the data join"):
+            FLDataWorker(lead, communicator=leader_comm).do_worker()
+        assert time.monotonic() - start < 20
+    thread.join(10)
+    _no_output(lead)

@@ -50,7 +50,7 @@ def load_csv(main_table_files, schema: Dict[str, str], primary_key: str) -> RawT
             if header is None:
                 raise SchemaError(f"{path}: empty file (expected a header line)")
             header = [name.strip() for name in header]
-            missing = [name for name in [primary_key] + columns if name not in header]
+            missing = [name for name in dict.fromkeys([primary_key] + columns) if name not in header]
             if missing:
                 raise MissingColumnError(
                     f"{path}: column(s) {missing} missing from the header (header: {header})"

@@ -54,7 +54,7 @@ def load_mysql(config: Dict, schema: Dict[str, str], primary_key: str) -> RawTab
             except pymysql.err.MySQLError as err:
                 raise ValueError(f"mysql_table_name: cannot read table {table_name!r}: {err}") from err
             present = [entry[0] for entry in cursor.description]
-        missing = [name for name in [primary_key] + columns if name not in present]
+        missing = [name for name in dict.fromkeys([primary_key] + columns) if name not in present]
         if missing:
             raise MissingColumnError(f"mysql table {table_name!r}: column(s) {missing} missing (table columns: "
                                      f"{present})" + (f"; {primary_key!r} is the primary key"
