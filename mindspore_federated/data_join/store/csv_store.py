@@ -1,6 +1,7 @@
 """Read the raw table from csv files (one header line; extra columns are ignored)."""
 from __future__ import annotations
 
+import ast
 import csv
 import logging
 import os
@@ -20,6 +21,11 @@ def csv_files(main_table_files: Union[str, List[str], None]) -> List[str]:
     """The files named by ``main_table_files``: one file, a list of files, or a folder (its files, sorted)."""
     if main_table_files is None or main_table_files == "" or main_table_files == []:
         raise ValueError("main_table_files: no input given (a csv file, a list of files or a folder)")
+    if isinstance(main_table_files, str) and main_table_files.lstrip().startswith("["):
+        try:  # a list given on the command line
+            main_table_files = ast.literal_eval(main_table_files)
+        except (ValueError, SyntaxError):
+            raise ValueError(f"main_table_files: {main_table_files!r} is not a list of paths") from None
     if isinstance(main_table_files, (list, tuple)):
         files = [str(path) for path in main_table_files]
     elif isinstance(main_table_files, str):
