@@ -32,8 +32,6 @@ def check_output_dir(output_dir: str) -> str:
             raise ValueError(f"output_dir {output_dir!r} holds files that are not data-join output "
                              f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}); "
                              f"empty it or choose another output_dir")
-    elif not os.path.isdir(os.path.dirname(path)):
-        raise ValueError(f"output_dir: the parent folder of {output_dir!r} does not exist")
     return path
 
 
@@ -86,6 +84,7 @@ class StagedOutput:
 
     def __init__(self, output_dir: str):
         self.output_dir = output_dir
+        os.makedirs(os.path.dirname(output_dir), exist_ok=True)
         self.path = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.partial-",
                                      dir=os.path.dirname(output_dir))
 
