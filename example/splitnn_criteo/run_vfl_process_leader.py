@@ -4,9 +4,8 @@ import logging
 
 import mindspore_federated  # noqa: F401  (first: selects protobuf's fast backend)
 from mindspore_federated import FLDataWorker
-from criteo_dataset import create_joined_dataset
 from network_config import get_config
-from split_train import Leader, check_sizes, log_step, set_context
+from split_train import joined_datasets, run_leader, set_context
 
 logger = logging.getLogger("splitnn_criteo")
 PEER = "follower"
@@ -44,25 +43,7 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s leader %(levelname)s: %(message)s")
     set_context(config)
     communicator = join_both_splits(config, "leader", PEER)
-    ds_train = create_joined_dataset(config.dataset_dir, train_mode=True, batch_size=config.batch_size,
-                                     seed=config.seed, role="leader")
-    ds_eval = create_joined_dataset(config.eval_dataset_dir, train_mode=False, batch_size=config.batch_size,
-                                    seed=config.seed, role="leader")
-    train_size, eval_size = ds_train.get_dataset_size(), ds_eval.get_dataset_size()
-    check_sizes(train_size, eval_size)
-    leader = Leader(config)
-    if config.resume:
-        leader.load()
-    for epoch in range(config.epochs):
-        for step, item in enumerate(ds_train.create_dict_iterator(num_epochs=1), start=1):
-            follower_embedding = communicator.receive(PEER)
-            loss, follower_scale = leader.train_step(item, follower_embedding)
-            communicator.send_tensors(PEER, follower_scale)
-            log_step(config, epoch, step, train_size, loss)
-        leader.save()
-        for item in ds_eval.create_dict_iterator(num_epochs=1):
-            leader.eval_step(item, communicator.receive(PEER))
-        logger.info("epoch %d auc: %f", epoch, leader.auc())
+    run_leader(config, communicator, *joined_datasets(config, config.dataset_dir, config.eval_dataset_dir, "leader"))
     communicator.close()
 
 
