@@ -101,12 +101,19 @@ class PeerChannel:
 
     def abort(self, reason: str) -> None:
         """Tell the peer we failed (best effort, a few seconds at most) and stop."""
-        self._stop_beating.set()
-        self._stop_reading.set()
+        self.stop()
         sender = threading.Thread(target=self._send_quietly, args=(encode({"kind": "abort", "reason": reason}),),
                                   daemon=True)
         sender.start()
         sender.join(5.0)
+
+    def stop(self) -> None:
+        """Stop reading and sending heartbeats (after a failure)."""
+        self._stop_beating.set()
+        self._stop_reading.set()
+        for thread in self._threads:
+            if thread.is_alive() and thread is not threading.current_thread():
+                thread.join(2.0)
 
     def _send_quietly(self, message) -> None:
         try:

@@ -58,7 +58,9 @@ def _exchange(communicator, peer: str, hello: dict, timeout: float) -> dict:
             raise DataJoinPeerError(f"cannot reach peer '{peer}' at {address}: {failure[0]} -- check "
                                     f"remote_server_name/remote_server_address and the certificates") from failure[0]
         try:
-            message = communicator.receive(peer, timeout=min(2.0, timeout - waited))
+            header, _ = decode(communicator.receive(peer, timeout=min(2.0, timeout - waited)), peer)
+            if header.get("kind") in ("hb", "bye"):
+                continue  # left over from an earlier join on this communicator
             break
         except TimeoutError:
             waited += 2.0
@@ -68,7 +70,6 @@ def _exchange(communicator, peer: str, hello: dict, timeout: float) -> dict:
                     f"data join, and check remote_server_name/remote_server_address on both sides") from None
             if waited % 30 < 2.0:
                 logger.info("waiting for peer '%s' at %s to start its data join (%.0f s)", peer, address, waited)
-    header, _ = decode(message, peer)
     if header.get("kind") == "abort":
         raise DataJoinPeerError(f"peer '{peer}' aborted the data join: {str(header.get('reason'))[:500]}")
     if header.get("kind") != "hello" or header.get("version") != PROTOCOL_VERSION:

@@ -147,8 +147,10 @@ class FLDataWorker:
         mine = schema.get(key)
         if self._config["role"] == "follower" and mine is not None and self._peer_key_type is not None \
                 and mine != self._peer_key_type:
-            raise SchemaError(f"the schemas disagree: primary key {key!r} is {self._peer_key_type} in the leader's "
-                              f"schema but {mine} in this party's ({self._config['data_schema_path']})")
+            disagreement = f"primary key {key!r} is {self._peer_key_type} in the leader's schema but {mine} in the follower's"
+            error = SchemaError(f"the schemas disagree: {disagreement} ({self._config['data_schema_path']})")
+            error.peer_reason = f"the schemas disagree: {disagreement}"
+            raise error
 
     def do_worker(self) -> None:
         """Run the whole join; on success ``output_dir`` holds this party's joined rows."""
@@ -187,7 +189,9 @@ class FLDataWorker:
         except BaseException as err:
             if staged is not None:
                 staged.discard()
-            if not isinstance(err, (DataJoinPeerError, EmptyIntersectionError)):  # the peer found that itself
+            if isinstance(err, (DataJoinPeerError, EmptyIntersectionError)):  # the peer knows already
+                channel.stop()
+            else:
                 channel.abort(_public_reason(err))
             raise
         logger.info("data join done in %.1f s: %d ids in common, %d MindRecord files in %s",
@@ -198,7 +202,5 @@ def _public_reason(err: BaseException) -> str:
     """What the peer is told: the kind of failure, never our data (messages may quote ids)."""
     names = {"DuplicateIdError": "its data has duplicate ids", "MissingColumnError": "a column is missing from its data",
              "SchemaError": "its schema or data is invalid", "KeyboardInterrupt": "it was interrupted"}
-    reason = names.get(type(err).__name__, f"it failed ({type(err).__name__})")
-    if isinstance(err, SchemaError) and "schemas disagree" in str(err):
-        reason = str(err)  # names column types only
+    reason = getattr(err, "peer_reason", None) or names.get(type(err).__name__, f"it failed ({type(err).__name__})")
     return f"{reason}; see its log"
