@@ -9,8 +9,9 @@ certificates, then runs in the same session, over the same mutual-TLS communicat
 - ``plain hash join`` (insecure baseline): the follower sends its raw ids, the leader intersects
   them with a Python set and sends the shared ids back; both write nothing.
 
-For each: wall time (both parties started -> both done), peak RSS per party, bytes each party
-sent (serialized messages). Both parties share this machine's cores. Not a test.
+For each: wall time (both parties started -> both done), CPU seconds each party spent after its
+communicator started (independent of other load on the machine), peak RSS per party, bytes each
+party sent (serialized messages). Both parties share this machine's cores. Not a test.
 """
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def _party(args) -> None:
                                          ServerConfig(other, f"127.0.0.1:{args.ports[other]}"),
                                          enable_ssl=True, ssl_config=SSLConfig(**tls))
     comm.launch()
-    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = resource.getrusage(resource.RUSAGE_SELF)
+    base_rss, base_cpu = base.ru_maxrss, base.ru_utime + base.ru_stime
     start = time.monotonic()
     if args.mode == "psi":
         worker = FLDataWorker(dict(role=role, server_name=role, remote_server_name=other,
@@ -94,8 +96,10 @@ def _party(args) -> None:
         if role == "follower":
             comm.send_tensors(other, {"done": np.zeros(1, np.uint8)})
     seconds = time.monotonic() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps(dict(role=role, seconds=seconds, peak_rss=peak * 1024, rss_at_start=base_rss * 1024,
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss
+    print(json.dumps(dict(role=role, seconds=seconds, cpu=usage.ru_utime + usage.ru_stime - base_cpu,
+                          peak_rss=peak * 1024, rss_at_start=base_rss * 1024,
                           bytes_sent=comm.bytes_sent, shared=shared)), flush=True)
     comm.close()
 
@@ -154,10 +158,12 @@ def main() -> None:
             for role in ("leader", "follower"):
                 assert result[role]["shared"] == expected, (mode, role, result[role]["shared"], expected)
             rows.append((label, result))
-        print("| method | wall s | peak RSS leader / follower (MiB) | sent leader / follower (MiB) |")
-        print("|---|---|---|---|")
+        print("| method | wall s | CPU s leader / follower | peak RSS leader / follower (MiB) "
+              "| sent leader / follower (MiB) |")
+        print("|---|---|---|---|---|")
         for label, r in rows:
-            print(f"| {label} | {r['wall']:.1f} | {r['leader']['peak_rss'] / 2**20:.0f} / "
+            print(f"| {label} | {r['wall']:.1f} | {r['leader']['cpu']:.1f} / {r['follower']['cpu']:.1f} | "
+                  f"{r['leader']['peak_rss'] / 2**20:.0f} / "
                   f"{r['follower']['peak_rss'] / 2**20:.0f} | {r['leader']['bytes_sent'] / 2**20:.1f} / "
                   f"{r['follower']['bytes_sent'] / 2**20:.1f} |")
         print(f"\nload average after the run (other processes on this machine): "
