@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from criteo_dataset import schema_columns
 from wide_and_deep import FOLLOWER_FIELDS, LEADER_FIELDS, roc_auc
 
 INTEGER_FIELDS = 13  # Criteo's I1..I13: a numeric value, bucketed into the field's ids
@@ -47,8 +48,7 @@ def write_party(path, role, oaids, ids, values, labels, rows):
     os.makedirs(path, exist_ok=True)
     with open(os.path.join(path, "part_0.csv"), "w", newline="") as handle:
         writer = csv.writer(handle)
-        header = ["oaid"] + [f"feat_ids_{f}" for f in fields] + [f"feat_vals_{f}" for f in fields]
-        writer.writerow(header + (["label"] if role == "leader" else []))
+        writer.writerow(["oaid"] + schema_columns(role))
         for row in rows:
             line = [oaids[row]] + ids[row, fields].tolist() + [f"{v:.4g}" for v in values[row, fields]]
             writer.writerow(line + ([int(labels[row])] if role == "leader" else []))

@@ -23,6 +23,7 @@ import math
 import os
 import random
 
+from criteo_dataset import schema_columns
 from wide_and_deep import FOLLOWER_FIELDS, LEADER_FIELDS
 
 INTEGER_FIELDS = 13
@@ -56,15 +57,14 @@ def main():
     args = parser.parse_args()
     rng = random.Random(args.seed)
     writers, handles = {}, []
-    for role, fields in (("leader", LEADER_FIELDS), ("follower", FOLLOWER_FIELDS)):
+    for role in ("leader", "follower"):
         for split in ("train", "eval"):
             folder = os.path.join(args.output_dir, role, split)
             os.makedirs(folder, exist_ok=True)
             handle = open(os.path.join(folder, "part_0.csv"), "w", newline="")
             handles.append(handle)
             writer = csv.writer(handle)
-            header = ["oaid"] + [f"feat_ids_{f}" for f in fields] + [f"feat_vals_{f}" for f in fields]
-            writer.writerow(header + (["label"] if role == "leader" else []))
+            writer.writerow(["oaid"] + schema_columns(role))
             writers[role, split] = writer
     alone = (1 - args.overlap) / 2
     count = 0
