@@ -39,6 +39,13 @@ def set_worker_config(worker_config: _WorkerConfig, key_type: Optional[str] = No
                           shard_num=worker_config.shard_num, join_type=worker_config.join_type, key_type=key_type)
 
 
+def _unreachable(peer: str, address: str, cause: Exception) -> DataJoinPeerError:
+    error = DataJoinPeerError(f"cannot reach peer '{peer}' at {address}: {cause} -- check "
+                              f"remote_server_name/remote_server_address and the certificates")
+    error.__cause__ = cause
+    return error
+
+
 def _exchange(communicator, peer: str, hello: dict, timeout: float) -> dict:
     """Send our hello (in the background: the peer may not be up yet) and return the peer's."""
     failure = []
@@ -55,8 +62,7 @@ def _exchange(communicator, peer: str, hello: dict, timeout: float) -> dict:
     waited = 0.0
     while True:
         if failure:
-            raise DataJoinPeerError(f"cannot reach peer '{peer}' at {address}: {failure[0]} -- check "
-                                    f"remote_server_name/remote_server_address and the certificates") from failure[0]
+            raise _unreachable(peer, address, failure[0])
         try:
             header, _ = decode(communicator.receive(peer, timeout=min(2.0, timeout - waited)), peer)
             if header.get("kind") in ("hb", "bye"):
@@ -77,7 +83,7 @@ def _exchange(communicator, peer: str, hello: dict, timeout: float) -> dict:
                                 f"(got {header.get('kind')!r}, version {header.get('version')!r})")
     sender.join(timeout)
     if failure:
-        raise DataJoinPeerError(f"cannot reach peer '{peer}' at {address}: {failure[0]}") from failure[0]
+        raise _unreachable(peer, address, failure[0])
     return header
 
 

@@ -161,3 +161,14 @@ def test_peer_that_disappears_mid_join(two_tables, ports, tmp_path):
         assert time.monotonic() - start < 20
     thread.join(10)
     _no_output(lead)
+
+
+def test_peer_names_that_do_not_match(two_tables, ports):
+    """The leader expects its peer under another name: the follower is refused, the leader times out."""
+    lead, foll = _configs(two_tables, ports, leader={"remote_server_name": "bob", "start_timeout": 4.0},
+                          follower={"start_timeout": 4.0})
+    results = run_pair(lead, foll)
+    _expect_errors(results, r"no answer from peer 'bob' at 127.0.0.1:\d+ within 4 s: start the other party's data "
+                            r"join, and check remote_server_name/remote_server_address",
+                   r"cannot reach peer 'leader' at 127.0.0.1:\d+: .*unknown sender 'follower'.* check "
+                   r"remote_server_name/remote_server_address")
