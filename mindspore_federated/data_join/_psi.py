@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence
 
@@ -43,6 +44,12 @@ def intersect(channel: PeerChannel, buckets: Sequence[List[str]], thread_num: in
     """Per bucket, this party's ids that the peer holds too, in an order both parties share."""
     masker = Masker()
     count = len(buckets)
+    # Our values go out in a secret random order: matching them, the peer must not learn where its
+    # ids sit in our table (e.g. sorted by sign-up date).
+    shuffle = random.SystemRandom().shuffle
+    buckets = [list(ids) for ids in buckets]
+    for ids in buckets:
+        shuffle(ids)
     own_masked: Dict[int, bytes] = {}
 
     def mask_own(bucket: int) -> None:
