@@ -124,6 +124,20 @@ def _run(mode: str, args) -> dict:
     return results
 
 
+def _group_cost(samples: int = 3000) -> tuple:
+    """CPU microseconds per id of hash_to_group and of one scalar multiplication (one thread)."""
+    from mindspore_federated.data_join._group import Masker, hash_to_group
+
+    ids = [f"device-{i:012d}" for i in range(samples)]
+    masker = Masker()
+    start = time.process_time()
+    points = hash_to_group(ids)
+    hashed = time.process_time()
+    masker.mask(points)
+    done = time.process_time()
+    return (hashed - start) / samples * 1e6, (done - hashed) / samples * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ids", type=int, default=1_000_000, help="ids per party")
@@ -166,7 +180,11 @@ def main() -> None:
                   f"{r['leader']['peak_rss'] / 2**20:.0f} / "
                   f"{r['follower']['peak_rss'] / 2**20:.0f} | {r['leader']['bytes_sent'] / 2**20:.1f} / "
                   f"{r['follower']['bytes_sent'] / 2**20:.1f} |")
-        print(f"\nload average after the run (other processes on this machine): "
+        hash_us, mult_us = _group_cost()
+        print(f"\nlibsodium group operations, CPU per id and party: hash to group {hash_us:.0f} us, scalar "
+              f"multiplication {mult_us:.0f} us (x2) = {hash_us + 2 * mult_us:.0f} us; "
+              f"x {args.ids:,} ids = {(hash_us + 2 * mult_us) * args.ids / 1e6:.0f} CPU s per party")
+        print(f"load average after the run (other processes on this machine): "
               f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
         print(f"PSI / plain wall time: {rows[1][1]['wall'] / rows[0][1]['wall']:.1f}x "
               f"(wall includes process start and imports, ~{rows[0][1]['leader']['rss_at_start'] / 2**20:.0f} "
