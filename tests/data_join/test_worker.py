@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -60,8 +61,6 @@ def test_join_matches_plain_intersection_and_orders_rows_alike(two_tables, ports
 
 
 def _expect_errors(results, leader_pattern, follower_pattern):
-    import re
-
     for role, pattern in (("leader", leader_pattern), ("follower", follower_pattern)):
         error = results[role][1]
         assert error is not None, f"{role} succeeded"
@@ -130,36 +129,53 @@ def test_output_dir_with_foreign_files_is_refused_before_joining(two_tables, por
         FLDataWorker(lead).do_worker()
 
 
-def test_peer_that_disappears_mid_join(two_tables, ports, tmp_path):
-    """The follower registers, then its process is gone: the leader says so within peer_timeout."""
+def test_peer_process_killed_mid_join(two_tables, ports, tmp_path):
+    """The follower's process is killed while it masks its ids: the leader says so within peer_timeout."""
+    import subprocess
+    import sys
     import threading
     import time
 
     from mindspore_federated import FLDataWorker, ServerConfig, VerticalFederatedCommunicator
-    from mindspore_federated.data_join.context import _WorkerRegister
+    from tests.data_join.test_two_processes import ROOT, YAML
 
-    lead, _ = _configs(two_tables, ports, leader={"peer_timeout": 3.0})
-    leader_comm = VerticalFederatedCommunicator(ServerConfig("leader", lead["http_server_address"]),
-                                                ServerConfig("follower", lead["remote_server_address"]),
-                                                send_deadline=5.0)
-    follower_comm = VerticalFederatedCommunicator(ServerConfig("follower", lead["remote_server_address"]),
-                                                  ServerConfig("leader", lead["http_server_address"]),
-                                                  send_deadline=5.0)
-    follower_comm.launch()
+    big = make_ids("s", 30000)  # enough masking work to be caught in the middle of it
+    write_table(two_tables.dir / "big.csv", "oaid", big, {"y": [1] * len(big), "blob": ["b"] * len(big)})
+    lead, foll = _configs(two_tables, ports, leader={"peer_timeout": 3.0},
+                          follower={"main_table_files": str(two_tables.dir / "big.csv"), "thread_num": 1})
+    args = [f"--{key}={value}" for key, value in foll.items() if key != "primary_key"]
+    follower = subprocess.Popen([sys.executable, "-m", "tests.data_join._join_main", *args], cwd=str(ROOT),
+                                env=dict(__import__("os").environ, PYTHONPATH=str(ROOT), DATA_JOIN_YAML=str(YAML)),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    outcome = {}
 
-    def follower_dies():
-        follower_comm.send_register("leader", _WorkerRegister("follower"))
-        follower_comm.close()  # gone after registering
+    comm = VerticalFederatedCommunicator(ServerConfig("leader", lead["http_server_address"]),
+                                         ServerConfig("follower", lead["remote_server_address"]), send_deadline=5.0)
 
-    thread = threading.Thread(target=follower_dies, daemon=True)
+    def leader():
+        try:
+            with comm:
+                FLDataWorker(lead, communicator=comm).do_worker()
+        except Exception as err:  # inspected below
+            outcome["error"], outcome["at"] = err, time.monotonic()
+
+    thread = threading.Thread(target=leader, daemon=True)
     thread.start()
-    with leader_comm:
-        start = time.monotonic()
-        with pytest.raises(RuntimeError, match=r"peer 'follower' \(127.0.0.1:\d+\) sent nothing, not even a "
-                                               r"heartbeat, for \d+ s.*restart the data join"):
-            FLDataWorker(lead, communicator=leader_comm).do_worker()
-        assert time.monotonic() - start < 20
-    thread.join(10)
+    try:
+        for line in follower.stderr:  # wait until the follower is in the PSI
+            if "rows from csv" in line:
+                break
+        time.sleep(0.5)
+        killed_at = time.monotonic()
+        follower.kill()
+    finally:
+        follower.kill()
+        follower.wait()
+    thread.join(60)
+    assert not thread.is_alive()
+    assert re.search(r"peer 'follower' \(127.0.0.1:\d+\) sent nothing, not even a heartbeat, for \d+ s.*"
+                     r"restart the data join", str(outcome.get("error")))
+    assert outcome["at"] - killed_at < 15
     _no_output(lead)
 
 
