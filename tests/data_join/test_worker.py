@@ -141,7 +141,7 @@ def test_peer_process_killed_mid_join(two_tables, ports, tmp_path):
 
     big = make_ids("s", 30000)  # enough masking work to be caught in the middle of it
     write_table(two_tables.dir / "big.csv", "oaid", big, {"y": [1] * len(big), "blob": ["b"] * len(big)})
-    lead, foll = _configs(two_tables, ports, leader={"peer_timeout": 3.0},
+    lead, foll = _configs(two_tables, ports, leader={"peer_timeout": 3.0, "start_timeout": 120.0},
                           follower={"main_table_files": str(two_tables.dir / "big.csv"), "thread_num": 1})
     args = [f"--{key}={value}" for key, value in foll.items() if key != "primary_key"]
     follower = subprocess.Popen([sys.executable, "-m", "tests.data_join._join_main", *args], cwd=str(ROOT),
@@ -150,7 +150,7 @@ def test_peer_process_killed_mid_join(two_tables, ports, tmp_path):
     outcome = {}
 
     comm = VerticalFederatedCommunicator(ServerConfig("leader", lead["http_server_address"]),
-                                         ServerConfig("follower", lead["remote_server_address"]), send_deadline=5.0)
+                                         ServerConfig("follower", lead["remote_server_address"]))
 
     def leader():
         try:
