@@ -75,7 +75,7 @@ def _run_demo(tmp_path, *flags, timeout):
 
 def test_main_command_joins_and_trains(tmp_path):
     """run_demo.sh as documented, with fewer samples and one epoch (the full run is the slow test)."""
-    log = _run_demo(tmp_path, "--train_samples", "2000", "--eval_samples", "1000", "--epochs", "1", timeout=600)
+    log = _run_demo(tmp_path, "--train_samples", "1500", "--eval_samples", "700", "--epochs", "1", timeout=600)
     shared = [int(n) for n in re.findall(r"shared (\d+);", log)]
     joined = [int(n) for n in re.findall(r"data join done in [\d.]+ s: (\d+) ids in common", log)]
     assert joined == shared  # the leader joined exactly the ids the generator made common
