@@ -21,7 +21,7 @@ class WideDeepModel(nn.Cell):
     def __init__(self, config, field_size):
         super().__init__()
         self.field_size, self.emb_dim = field_size, config.emb_dim
-        low, high = config.init_args
+        high = max(abs(v) for v in config.init_args)  # uniform in [-high, high]
         self.wide_embedding = nn.Embedding(config.vocab_size, 1, embedding_table=Uniform(high))
         self.deep_embedding = nn.Embedding(config.vocab_size, config.emb_dim, embedding_table=Uniform(high))
         self.wide_b = Parameter(initializer("zeros", [1], ms.float32), name="wide_b")
