@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.communication.conftest import PASSWORD, ssl_kwargs
-from tests.data_join.conftest import make_ids, write_schema, write_table
+from tests.data_join.conftest import write_schema, write_table
 
 ROOT = Path(__file__).resolve().parents[2]
 YAML = ROOT / "example" / "splitnn_criteo" / "yaml_files" / "data_join_config.yaml"
