@@ -136,8 +136,9 @@ class PeerChannel:
                         f"then restart the data join on both parties (peer_timeout={self._peer_timeout:g} s)"))
                     return
                 continue
-            except Exception as err:
-                self._fail(DataJoinPeerError(f"receiving from peer '{self._peer}' failed: {err}"))
+            except Exception as err:  # the communicator's own liveness check (ConnectionError), or closed
+                self._fail(DataJoinPeerError(f"the data join lost peer '{self._peer}' ({self._address}): {err}. "
+                                             f"Check its log, then restart the data join on both parties"))
                 return
             last_seen = time.monotonic()
             try:
