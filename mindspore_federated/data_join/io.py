@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence
 logger = logging.getLogger(__name__)
 
 _OUR_FILE = re.compile(r"^mindrecord_(\d+)(?:_(\d+))?(\.db)?$")
-_WRITE_BATCH = 10_000
+_WRITE_BATCH = 1000  # short C++ calls: heartbeat threads keep getting the GIL
 
 
 def check_output_dir(output_dir: str) -> str:

@@ -117,7 +117,9 @@ class FLDataWorker:
         communicator = VerticalFederatedCommunicator(
             ServerConfig(cfg["server_name"], cfg["http_server_address"]),
             ServerConfig(cfg["remote_server_name"], cfg["remote_server_address"]),
-            enable_ssl=enable_ssl, ssl_config=ssl_config)
+            enable_ssl=enable_ssl, ssl_config=ssl_config,
+            # a party busy writing MindRecord files (or training) may be silent longer than the default
+            liveness_timeout=float(cfg["peer_timeout"]))
         communicator.launch()
         FLDataWorker._communicator = self._comm = communicator
 
