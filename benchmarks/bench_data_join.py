@@ -64,7 +64,7 @@ def _party(args) -> None:
                client_cert_path=f"{folder}/pki/{role}_client.pem", ca_cert_path=f"{folder}/pki/ca.pem")
     comm = VerticalFederatedCommunicator(ServerConfig(role, f"127.0.0.1:{args.ports[role]}"),
                                          ServerConfig(other, f"127.0.0.1:{args.ports[other]}"),
-                                         enable_ssl=True, ssl_config=SSLConfig(**tls))
+                                         enable_ssl=True, ssl_config=SSLConfig(**tls), liveness_timeout=120.0)
     comm.launch()
     base = resource.getrusage(resource.RUSAGE_SELF)
     base_rss, base_cpu = base.ru_maxrss, base.ru_utime + base.ru_stime
