@@ -146,13 +146,26 @@ def _rewrite_min_max(raw: Any, setting: Mapping[str, Any]) -> Any:
 
 
 def party_yaml(name: str, compress: str = "none", embedding_dp: bool = False,
-               embedding_dp_eps: Optional[float] = None) -> FLYamlData:
-    """The yaml of one sub-network (embedding, head, backbone) for a --compress / --embedding_dp choice.
+               embedding_dp_eps: Optional[float] = None, leader_layers: int = 0) -> FLYamlData:
+    """The yaml of one sub-network (embedding, head, backbone) for a --compress / --embedding_dp /
+    --leader_layers choice.
 
     With EmbeddingDP the embedding party loads yaml/embedding_dp.yaml whatever --compress says: its
     activations are 0/1 codes, which only lossless 1-bit bit_pack makes sense for (min_max on them
     is refused by FLModel); `embedding_dp_eps` (None = quantisation only) replaces the file's eps.
+    With `leader_layers` > 0 the embedding's optimizer also updates A's transformer blocks (its
+    `params` filters gain `backbone.blocks.`); tensor names and routing do not change.
     """
+    data = _party_yaml(name, compress, embedding_dp, embedding_dp_eps)
+    if name != "embedding" or not leader_layers:
+        return data
+    raw = dict(data.yaml_data)
+    raw["opts"] = [dict(opt, params=list(opt.get("params") or []) + [{"name": "backbone.blocks."}])
+                   if opt.get("params") else dict(opt) for opt in raw["opts"]]
+    return FLYamlData.from_dict(raw)
+
+
+def _party_yaml(name: str, compress: str, embedding_dp: bool, embedding_dp_eps: Optional[float]) -> FLYamlData:
     if compress not in WIRE_MODES:
         raise ValueError(f"--compress {compress!r}: choose one of {', '.join(WIRE_MODES)}")
     if embedding_dp and name == "embedding":
@@ -431,7 +444,7 @@ class LeaderParty(_Party):
         self.pump = pump
         self.embedding_net = EmbeddingLossNet(config)
         self.head_net = HeadLossNet(config)
-        emb_yaml = party_yaml("embedding", compress, embedding_dp, embedding_dp_eps)
+        emb_yaml = party_yaml("embedding", compress, embedding_dp, embedding_dp_eps, config.leader_layers)
         head_yaml = party_yaml("head", compress)
         self.embedding_opt = PanguAlphaAdam(self.embedding_net, emb_yaml, config, warmup, decay)
         self.head_opt = PanguAlphaAdam(self.head_net, head_yaml, config, warmup, decay)
@@ -714,6 +727,11 @@ def add_split_args(parser: argparse.ArgumentParser, communicator: bool = True,
         g.add_argument("--wire", action="store_true",
                        help="one process: pass every message through the codec as the communicator would "
                             "(on by default with --compress or --embedding_dp)")
+    g.add_argument("--leader_layers", type=int, default=0,
+                   help="split point: party A keeps the first K transformer blocks next to the embedding and "
+                        "sends their output to party B instead of the bare embeddings (default 0: the original "
+                        "split). Both parties must use the same K (checked at the handshake); see the README's "
+                        "privacy section")
     g.add_argument("--log_file", default=None, help="also write the log to this file")
     g.add_argument("--peer_timeout", type=float, default=120.0,
                    help="seconds to wait for the peer at startup (handshake) and for a send to be accepted")
@@ -853,9 +871,11 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
             else:
                 start = leader.restore(leader_dir)
                 logger.info("leader resumed at step %d from %s", start, leader_dir)
-        logger.info("split PanGu-alpha %s: party A %d parameters (embedding + head), vocab %d, seq %d, batch %d, "
+        logger.info("split PanGu-alpha %s: party A %d parameters (embedding%s + head), vocab %d, seq %d, batch %d, "
                     "%d steps (%d per epoch), warmup %d, lr %g -> %g, loss scale %g, mode %s, %s",
-                    args.config, leader.num_parameters(), config.vocab_size, config.seq_length, config.batch_size,
+                    args.config, leader.num_parameters(),
+                    f" + {config.leader_layers} of {config.num_blocks} blocks" if config.leader_layers else "",
+                    config.vocab_size, config.seq_length, config.batch_size,
                     total, source.steps_per_epoch, warmup, config.start_lr, config.end_lr,
                     leader.head_opt.loss_scale_value(), args.mode,
                     "both parties in this process" if local else f"peer {channel.where}")
@@ -870,7 +890,8 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
             follower.check_hello(follower.channel.recv(), fingerprint)
             follower.build(warmup, decay)
             leader.check_hello(channel.recv(), fingerprint)
-            logger.info("party B: %d parameters (transformer blocks)", follower.num_parameters())
+            logger.info("party B: %d parameters (transformer blocks %d..%d)", follower.num_parameters(),
+                        config.leader_layers, config.num_blocks - 1)
         else:
             logger.info("waiting for the follower (handshake, up to %g s)", args.peer_timeout)
             handshake(leader, fingerprint, args.peer_timeout, **hello)

@@ -96,6 +96,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g.add_argument("--jit_forward", type=str2bool, default=True,
                    help="in pynative mode, compile each network's forward with mindspore.jit (default true)")
     g.add_argument("--per_batch_size", type=int, default=None, help="batch size (default: preset's)")
+    g.add_argument("--num_layers", type=int, default=None,
+                   help="transformer layers including the query layer (default: preset's)")
     g.add_argument("--seq_length", type=int, default=None, help="model sequence length S (records hold S+1 ids)")
     g.add_argument("--vocab_size", type=int, default=None,
                    help="vocabulary size (default: preset's, or the size of --vocab_model)")
@@ -205,7 +207,9 @@ def config_from_args(args: argparse.Namespace, **extra: Any):
                      batch_size=args.per_batch_size, param_init_seed=args.seed,
                      start_lr=args.start_lr, end_lr=args.end_lr, weight_decay=args.weight_decay,
                      loss_scale=args.loss_scale, loss_scale_window=args.loss_scale_window,
-                     clip_norm=args.clip_norm, jit_forward=getattr(args, "jit_forward", True))
+                     clip_norm=args.clip_norm, jit_forward=getattr(args, "jit_forward", True),
+                     num_layers=getattr(args, "num_layers", None),
+                     leader_layers=getattr(args, "leader_layers", None))
     overrides.update(extra)
     return get_config(args.config, **overrides)
 
