@@ -826,8 +826,12 @@ def add_log_file(path: Optional[str]) -> None:
     root.addHandler(handler)
 
 
-def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -> Dict[str, Any]:
-    """Party A's program; with `local` party B runs in the same process behind a LocalChannel."""
+def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
+                 follower_tap: Optional[Callable[[Any], Any]] = None) -> Dict[str, Any]:
+    """Party A's program; with `local` party B runs in the same process behind a LocalChannel.
+
+    `follower_tap(channel) -> channel` may wrap party B's end of the channel (the privacy audit
+    records there what B receives)."""
     from train_centralized import BatchSource, plan_steps  # pylint: disable=import-outside-toplevel
     from .utils import config_from_args  # pylint: disable=import-outside-toplevel
 
@@ -850,6 +854,8 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
     if local:
         wire = bool(getattr(args, "wire", False)) or compress != "none" or embedding_dp
         channel, follower_channel = LocalChannel.pair(measure, wire=wire)
+        if follower_tap is not None:
+            follower_channel = follower_tap(follower_channel)
         follower = FollowerParty(config, follower_channel, dirs[FOLLOWER], compress=compress)
         follower_channel.set_compress_configs(follower.wire_configs)
         pump: Callable[[], Any] = follower.serve_one
@@ -966,12 +972,14 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
             channel.close()
 
 
-def run_local(args: argparse.Namespace, measure: bool = False) -> Dict[str, Any]:
-    """Both parties in one process (tensors passed in memory); returns losses, parties, metrics."""
+def run_local(args: argparse.Namespace, measure: bool = False,
+              follower_tap: Optional[Callable[[Any], Any]] = None) -> Dict[str, Any]:
+    """Both parties in one process (tensors passed in memory); returns losses, parties, metrics.
+    `follower_tap`: see `_leader_side`."""
     from .utils import setup_logging  # pylint: disable=import-outside-toplevel
     setup_logging()
     add_log_file(args.log_file)
-    return _leader_side(args, local=True, measure=measure)
+    return _leader_side(args, local=True, measure=measure, follower_tap=follower_tap)
 
 
 def run_leader(args: argparse.Namespace) -> Dict[str, Any]:
