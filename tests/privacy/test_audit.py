@@ -131,3 +131,13 @@ def test_recorder_keeps_what_the_receiver_got(tmp_path):
     np.testing.assert_array_equal(np.load(path)["x"], np.stack([a, b]))
     with pytest.raises(ValueError, match="no message with x"):
         ReceivedTensorRecorder(_Inbox([]), names=("x",)).arrays()
+
+
+def test_context_noise_defeats_exact_offsets_but_not_centering():
+    """Later split points add a context-dependent term: the per-position-mean model still groups."""
+    acts, positions, tokens = _sum_of_tables(steps=20, drift=0.0)
+    noisy = acts + np.random.default_rng(2).normal(0, 0.004, acts.shape)   # ~0.1 of the token distance
+    centred = link_activations(noisy, positions, radius=0.1, position_model="center")
+    assert adjusted_rand_index(tokens, centred) > 0.8
+    with pytest.raises(ValueError, match="position_model must be one of"):
+        link_activations(noisy, positions, radius=0.1, position_model="nope")

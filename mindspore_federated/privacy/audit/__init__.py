@@ -12,9 +12,9 @@ from mindspore_federated.privacy.audit.metrics import (adjusted_rand_index, chan
 from mindspore_federated.privacy.audit.naming import (ReferenceModel, apply_names, name_by_frequency,
                                                       refine_with_bigrams)
 from mindspore_federated.privacy.audit.recorder import ReceivedTensorRecorder
-from mindspore_federated.privacy.audit.report import RADIUS_FACTORS, audit_received
+from mindspore_federated.privacy.audit.report import ATTACK_GRID, audit_received
 from mindspore_federated.privacy.audit.structure import link_activations, positions_from_mask, typical_distance
 
 __all__ = ["ReceivedTensorRecorder", "positions_from_mask", "typical_distance", "link_activations",
            "ReferenceModel", "name_by_frequency", "refine_with_bigrams", "apply_names", "adjusted_rand_index",
-           "purity", "token_recovery", "chance_recovery", "audit_received", "RADIUS_FACTORS"]
+           "purity", "token_recovery", "chance_recovery", "audit_received", "ATTACK_GRID"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -15,13 +15,14 @@ from mindspore_federated.privacy.audit.structure import (is_binary, link_activat
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["audit_received", "RADIUS_FACTORS"]
+__all__ = ["audit_received", "ATTACK_GRID"]
 
-# tolerances tried by the structure attack, relative to the typical distance between two received
-# vectors; the reported result is the best one for the attacker (chosen with the true tokens, so an
-# upper envelope of this attack family rather than what a blind attacker would pick). 1-bit codes of
-# one token at two positions differ in about a third of their bits: they need wider tolerances.
-RADIUS_FACTORS = {"float": (0.05, 0.15, 0.3, 0.5), "binary": (0.4, 0.5, 0.6, 0.7)}
+# (position model, tolerance relative to the typical distance between two received vectors) tried by
+# the structure attack; the reported result is the best one for the attacker (chosen with the true
+# tokens, so an upper envelope of this attack family rather than what a blind attacker would pick).
+# 1-bit codes of one token at two positions differ in about a third of their bits: wider tolerances.
+ATTACK_GRID = {"float": (("offset", 0.15), ("offset", 0.3), ("center", 0.15), ("center", 0.3), ("center", 0.5)),
+               "binary": (("center", 0.4), ("center", 0.5), ("center", 0.6), ("center", 0.7))}
 
 
 def _recovery(truth: np.ndarray, guess: np.ndarray, top: int) -> Dict[str, float]:
@@ -41,8 +42,8 @@ def _name(labels: np.ndarray, truth: np.ndarray, ref: ReferenceModel, top: int) 
 
 
 def audit_received(activations: np.ndarray, masks: np.ndarray, truth: np.ndarray,
-                   references: Mapping[str, ReferenceModel], radius_factors: Optional[Sequence[float]] = None,
-                   top: int = 100) -> Dict[str, Any]:
+                   references: Mapping[str, ReferenceModel],
+                   grid: Optional[Sequence[Tuple[str, float]]] = None, top: int = 100) -> Dict[str, Any]:
     """Attack what a party received and score it.
 
     Args:
@@ -50,12 +51,13 @@ def audit_received(activations: np.ndarray, masks: np.ndarray, truth: np.ndarray
         masks: [steps, B, S, S] the attention masks received with them (positions come from these).
         truth: [steps, B, S] the tokens behind them (known to the auditor, not to the attacker).
         references: name -> public text model the attacker names classes with.
-        radius_factors: tolerances of the structure attack relative to the typical distance
-            (default `RADIUS_FACTORS` for float or 1-bit activations).
+        grid: (position model, radius factor) pairs the structure attack tries (default
+            `ATTACK_GRID` for float or 1-bit activations).
 
-    Returns a dict: tokens, chance {all, topN}, binary, per radius factor {ari, purity, classes,
-    naming {reference: {frequency|bigram: {all, topN}}}}, `best` (the factor with the highest
-    recovery), and `true_partition` (naming given a perfect grouping: what naming alone limits).
+    Returns a dict: tokens, chance {all, topN}, binary, `attacks` {"model x factor": {ari, purity,
+    classes, naming {reference: {frequency|bigram: {all, topN}}}}}, `best` (the attack with the
+    highest recovery), and `true_partition` (naming given a perfect grouping: what naming alone
+    limits).
     """
     acts = np.asarray(activations)
     truth = np.asarray(truth)
@@ -70,18 +72,18 @@ def audit_received(activations: np.ndarray, masks: np.ndarray, truth: np.ndarray
     scale = typical_distance(flat[0] if not binary else 2.0 * flat[0] - 1.0)
     report: Dict[str, Any] = {"tokens": int(truth.size), "binary": binary, "steps": steps,
                               "chance": {"all": chance_recovery(truth), f"top{top}": chance_recovery(truth, top)},
-                              "radius": {}}
-    for factor in radius_factors or RADIUS_FACTORS["binary" if binary else "float"]:
-        labels = link_activations(flat, positions, radius=factor * scale, binary=binary)
+                              "attacks": {}}
+    for model, factor in grid or ATTACK_GRID["binary" if binary else "float"]:
+        labels = link_activations(flat, positions, radius=factor * scale, position_model=model, binary=binary)
         rows = labels.reshape(steps * batch, seq)
         entry = {"ari": adjusted_rand_index(truth, labels), "purity": purity(truth, labels),
                  "classes": int(np.unique(labels).size),
                  "naming": {name: _name(rows, rows_truth, ref, top) for name, ref in references.items()}}
-        report["radius"][factor] = entry
-        logger.info("audit: radius %.2f x %.3g: %d classes, ARI %.3f, purity %.3f", factor, scale, entry["classes"],
-                    entry["ari"], entry["purity"])
-    report["best"] = max(report["radius"], key=lambda f: max(
-        v["all"] for ref in report["radius"][f]["naming"].values() for v in ref.values()))
+        report["attacks"][f"{model} x {factor}"] = entry
+        logger.info("audit: %s positions, radius %.2f x %.3g: %d classes, ARI %.3f, purity %.3f", model, factor,
+                    scale, entry["classes"], entry["ari"], entry["purity"])
+    report["best"] = max(report["attacks"], key=lambda f: max(
+        v["all"] for ref in report["attacks"][f]["naming"].values() for v in ref.values()))
     report["true_partition"] = {name: _name(rows_truth, rows_truth, ref, top) for name, ref in references.items()}
     report["true_classes"] = int(np.unique(truth).size)
     return report

@@ -10,10 +10,11 @@ What the receiver exploits (no weights, no data needed):
 * weights move little per step, so a token's vector in step s+1 lies next to its vector in step s:
   classes are tracked across the whole run.
 
-Later split points or noise (compression, dropout, EmbeddingDP) only blur this: the same procedure
-runs with a tolerance (``radius``). 1-bit codes (EmbeddingDP) have no additive position offset; for
-them each position's mean code is removed instead and classes keep a running mean, which averages
-the randomized-response noise away as occurrences accumulate.
+Later split points or noise (compression, dropout, EmbeddingDP) blur this: the same procedure runs
+with a tolerance (``radius``), and a second position model removes each position's mean vector
+instead of solving exact offsets, which tolerates context-dependent vectors. 1-bit codes
+(EmbeddingDP) only admit the second model; their classes keep a running mean, which averages the
+randomized-response noise away as occurrences accumulate.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["positions_from_mask", "typical_distance", "link_activations", "is_binary"]
+__all__ = ["positions_from_mask", "typical_distance", "link_activations", "is_binary", "POSITION_MODELS"]
 
 
 def positions_from_mask(mask: np.ndarray) -> np.ndarray:
@@ -97,11 +98,11 @@ def _mode_offset(vectors: np.ndarray, anchors: np.ndarray, radius: float, min_su
 class _Classes:
     """The attacker's token classes: one centroid per class, in the position-0 frame."""
 
-    def __init__(self, dim: int, running_mean: bool) -> None:
+    def __init__(self, dim: int, follow: Optional[float]) -> None:
         self._centroids = np.zeros((64, dim))
         self._counts = np.zeros(64, np.int64)
         self.size = 0
-        self.running_mean = running_mean
+        self.follow = follow          # weight of the newest member (None: plain running mean)
 
     def __len__(self) -> int:
         return self.size
@@ -132,10 +133,8 @@ class _Classes:
 
     def _add(self, c: int, row: np.ndarray) -> None:
         self._counts[c] += 1
-        if self.running_mean:
-            self._centroids[c] += (row - self._centroids[c]) / self._counts[c]
-        else:                                      # follow the weights as they train
-            self._centroids[c] = row
+        weight = 1.0 / self._counts[c] if self.follow is None else max(self.follow, 1.0 / self._counts[c])
+        self._centroids[c] += weight * (row - self._centroids[c])
 
     def assign(self, z: np.ndarray, radius: float) -> np.ndarray:
         """Label each row with its class (a new one when none lies within radius); update centroids."""
@@ -174,8 +173,19 @@ def _bootstrap_offsets(acts: np.ndarray, pos: np.ndarray, radius: float, steps: 
     return offsets
 
 
-def link_activations(acts: np.ndarray, positions: np.ndarray, radius: float, bootstrap_steps: int = 4,
-                     binary: Optional[bool] = None) -> np.ndarray:
+POSITION_MODELS = ("offset", "center")
+
+
+def _centre_by_position(vectors: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    centred = np.empty_like(vectors)
+    for p in np.unique(positions):
+        at = positions == p
+        centred[at] = vectors[at] - vectors[at].mean(0)
+    return centred
+
+
+def link_activations(acts: np.ndarray, positions: np.ndarray, radius: float, position_model: str = "offset",
+                     bootstrap_steps: int = 4, binary: Optional[bool] = None) -> np.ndarray:
     """Group received vectors into token classes, across positions and steps.
 
     Args:
@@ -183,8 +193,12 @@ def link_activations(acts: np.ndarray, positions: np.ndarray, radius: float, boo
         positions: [steps, n] their position ids (`positions_from_mask`).
         radius: how far two vectors of one token may lie apart (after position correction), in
             the units of `acts` (see `typical_distance`).
-        bootstrap_steps: steps pooled to find the first position offsets.
-        binary: treat rows as 0/1 codes (default: detected).
+        position_model: "offset" -- vectors are token + position terms, the offsets between
+            positions are solved exactly (the embedding split); "center" -- each position's mean
+            vector is removed, which tolerates context-dependent vectors (later split points) and
+            is the only model for 1-bit codes.
+        bootstrap_steps: steps pooled to find the first position offsets ("offset").
+        binary: treat rows as 0/1 codes (default: detected); they are read as +-1.
 
     Returns:
         [steps, n] class labels (integers; equal = the attacker believes: same token).
@@ -196,20 +210,20 @@ def link_activations(acts: np.ndarray, positions: np.ndarray, radius: float, boo
                          f"{acts.shape} and {positions.shape}")
     if radius <= 0:
         raise ValueError(f"link_activations: radius must be > 0, got {radius}")
+    if position_model not in POSITION_MODELS:
+        raise ValueError(f"link_activations: position_model must be one of {POSITION_MODELS}, got {position_model!r}")
     binary = is_binary(acts) if binary is None else binary
     steps, n, dim = acts.shape
     labels = np.empty((steps, n), np.int64)
-    classes = _Classes(dim, running_mean=binary)
-    if binary:
-        signs = 2.0 * acts - 1.0
-        centred = np.empty_like(signs)
-        for p in np.unique(positions):
-            at = positions == p
-            centred[at] = signs[at] - signs[at].mean(0)
+    if binary or position_model == "center":
+        centred = _centre_by_position(2.0 * acts - 1.0 if binary else acts, positions)
+        # 1-bit codes: average the randomized-response noise; floats: half-follow the training drift
+        classes = _Classes(dim, follow=None if binary else 0.5)
         for s in range(steps):
             labels[s] = classes.assign(centred[s], radius)
         return labels
 
+    classes = _Classes(dim, follow=1.0)           # follow the weights as they train
     offsets = _bootstrap_offsets(acts, positions, radius, bootstrap_steps)
     unresolved = 0
     for s in range(steps):
