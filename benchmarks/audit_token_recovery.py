@@ -46,6 +46,8 @@ logger = logging.getLogger("audit_token_recovery")
 
 DEFAULT_SETTINGS = ("k=0", "k=1", "k=2", "dp=none", "dp=8", "dp=4", "dp=2", "k=1+dp=8")
 TOP = 100
+# the setting the example README recommends (tests check it keeps recovery within 2x chance)
+RECOMMENDED = "k=1"
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -231,23 +233,23 @@ def table(reports: List[Dict[str, Any]], baselines: Dict[Any, Dict[str, Any]]) -
     refs = list(reports[0]["attacks"][reports[0]["best"]]["naming"])
     head = (f"| setting | ARI | purity | " + " | ".join(f"recovery {r}: all / top{TOP}" for r in refs)
             + f" | chance: all / top{TOP} | max recovery ÷ chance | final loss (Δ vs centralised) | "
-              f"A params | A s/step |")
+              f"A params | A's share of step time |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    a0 = next((r for r in reports if r["leader_layers"] == 0 and not r["embedding_dp"]), reports[0])
+    depth = min(r["num_layers"] for r in reports)
     for r in reports:
         best = r["attacks"][r["best"]]
         rec = [_best(r, ref) for ref in refs]
         ratio = max(v["all"] for v in rec) / r["chance"]["all"]
-        base = baselines[r["num_layers"]]["final_loss"]
-        cost = (r["final_loss"] - base) / base
-        label = r["setting"] if r["num_layers"] == a0["num_layers"] else f"{r['setting']} (num_layers {r['num_layers']})"
+        base = baselines.get(r["num_layers"], {}).get("final_loss")
+        cost = f"{(r['final_loss'] - base) / base:+.1%}" if base else "exact: no DP"
+        label = r["setting"] if r["num_layers"] == depth else f"{r['setting']} (num_layers {r['num_layers']})"
         lines.append(
             f"| {label} "
             f"| {best['ari']:.3f} | {best['purity']:.3f} | "
             + " | ".join(f"{v['all']:.1%} / {v[f'top{TOP}']:.1%}" for v in rec)
             + f" | {r['chance']['all']:.1%} / {r['chance'][f'top{TOP}']:.1%} | {ratio:.1f}× | "
-              f"{r['final_loss']:.3f} ({cost:+.1%}) | {r['a_parameters'] / a0['a_parameters']:.2f}× | "
-              f"{r['a_seconds_per_step']:.3f} |")
+              f"{r['final_loss']:.3f} ({cost}) | {r['a_parameters']:,} | "
+              f"{r['a_seconds_per_step'] / (r['a_seconds_per_step'] + r['b_seconds_per_step']):.0%} |")
     return "\n".join(lines)
 
 
@@ -297,8 +299,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     for setting in opts.parsed:
         reports.append(run_setting(opts, setting, data))
         _write(path, {"reports": reports, "partial": True})     # a later failure keeps what is done
+    # split training without EmbeddingDP equals centralised training step for step (the exactness
+    # tests prove it), so a baseline is only trained for depths where an EmbeddingDP row needs one
     baselines = {n: run_centralised(opts, data, n if n != get_config(opts.config).num_layers else None)
-                 for n in sorted({r["num_layers"] for r in reports})}
+                 for n in sorted({r["num_layers"] for r in reports if r["embedding_dp"]})}
     text = table(reports, baselines)
     print(f"\nToken recovery by party B (PanGu-alpha {opts.config}, {opts.steps} steps, A: People's Daily slice; "
           f"best radius of the structure attack, best of frequency/bigram naming):\n{text}")

@@ -397,3 +397,21 @@ def test_follower_restarted_mid_run_stops_both_naming_steps(pki, tmp_path):
     assert "follower restarted" in out_l or "mid-run" in out_f, (out_l[-2000:], out_f[-2000:])
     assert "step 20" in out_l + out_f
     assert "leader stopped" in out_l and "follower stopped" in out_f
+
+
+@pytest.mark.slow
+def test_two_processes_with_the_split_point_moved(runs, pki, tmp_path):
+    """--leader_layers 1 across two processes over mutual TLS == the one-process k=1 run."""
+    flags = ("--save_ckpt_steps", "0", "--leader_layers", "1")
+    rc_l, rc_f, out_l, out_f = _two_processes(tmp_path, pki, leader_extra=flags, follower_extra=flags)
+    assert rc_l == 0 and rc_f == 0, (out_l[-3000:], out_f[-3000:])
+    losses = [r["loss"] for r in json.loads((tmp_path / "leader_loss.json").read_text())]
+    assert _rel(losses, runs["split_k1"]["losses"]) <= 1e-5
+
+
+@pytest.mark.slow
+def test_split_point_mismatch_fails_fast_on_both_sides(pki, tmp_path):
+    rc_l, rc_f, out_l, out_f = _two_processes(tmp_path, pki, leader_extra=("--leader_layers", "1"), timeout=120)
+    assert rc_l != 0 and rc_f != 0
+    for out in (out_l, out_f):
+        assert "leader_layers: ours" in out, out[-2000:]

@@ -21,7 +21,7 @@ __all__ = ["audit_received", "ATTACK_GRID"]
 # the structure attack; the reported result is the best one for the attacker (chosen with the true
 # tokens, so an upper envelope of this attack family rather than what a blind attacker would pick).
 # 1-bit codes of one token at two positions differ in about a third of their bits: wider tolerances.
-ATTACK_GRID = {"float": (("offset", 0.15), ("offset", 0.3), ("center", 0.15), ("center", 0.3), ("center", 0.5)),
+ATTACK_GRID = {"float": (("offset", 0.15), ("offset", 0.3), ("center", 0.3), ("center", 0.5), ("center", 0.7)),
                "binary": (("center", 0.4), ("center", 0.5), ("center", 0.6), ("center", 0.7))}
 
 
