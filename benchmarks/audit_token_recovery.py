@@ -295,14 +295,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         opts.vocab_model = prepare(os.path.join(EXAMPLE_DIR, "data"), seq_length=seq + 1)["vocab_model"]
     data = build_data(opts.work_dir, opts.vocab_model, seq, opts.a_chars, opts.ref_chars)
     path = opts.json or os.path.join(opts.work_dir, "audit.json")
-    reports = []
-    for setting in opts.parsed:
-        reports.append(run_setting(opts, setting, data))
-        _write(path, {"reports": reports, "partial": True})     # a later failure keeps what is done
     # split training without EmbeddingDP equals centralised training step for step (the exactness
     # tests prove it), so a baseline is only trained for depths where an EmbeddingDP row needs one
-    baselines = {n: run_centralised(opts, data, n if n != get_config(opts.config).num_layers else None)
-                 for n in sorted({r["num_layers"] for r in reports if r["embedding_dp"]})}
+    preset = get_config(opts.config).num_layers
+    depths = sorted({_num_layers_for(opts, s["leader_layers"]) or preset for s in opts.parsed if s["embedding_dp"]})
+    baselines = {n: run_centralised(opts, data, n if n != preset else None) for n in depths}
+    reports: List[Dict[str, Any]] = []
+    for setting in opts.parsed:
+        reports.append(run_setting(opts, setting, data))
+        _write(path, {"reports": reports, "baselines": {str(k): v for k, v in baselines.items()},
+                      "partial": True})                       # a later failure keeps what is done
     text = table(reports, baselines)
     print(f"\nToken recovery by party B (PanGu-alpha {opts.config}, {opts.steps} steps, A: People's Daily slice; "
           f"best radius of the structure attack, best of frequency/bigram naming):\n{text}")
