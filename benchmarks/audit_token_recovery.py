@@ -199,6 +199,7 @@ def run_setting(opts: argparse.Namespace, setting: Dict[str, Any], data: Dict[st
         masks.append(batch["attention_mask"])
     if not np.array_equal(np.stack(masks), received["attention_mask"]):
         raise RuntimeError("the replayed batches do not match what party B received (data order changed?)")
+    np.savez_compressed(os.path.join(out, "received.npz"), truth=np.stack(truth), **received)  # for re-analysis
     logger.info("attacking %d recorded steps (%s)", len(truth), setting["name"])
     report = audit_received(received["embedding_table"], received["attention_mask"], np.stack(truth),
                             data["references"], top=TOP)
@@ -258,6 +259,33 @@ def _write(path: str, result: Dict[str, Any]) -> None:
         json.dump(result, fout, indent=1, default=lambda o: o.item() if isinstance(o, np.generic) else str(o))
 
 
+def split_costs(preset: str, ks: Sequence[int] = (0, 1, 2)) -> str:
+    """What moving the split point costs A at a real size (analytic: parameter shapes of the model).
+
+    Training state = fp32 weights + two Adam moments; matmul work per token ~ 2 x the weights used
+    in matmuls (A: its blocks, the query layer and the tied vocabulary projection; B: its blocks).
+    """
+    from src.pangu_alpha import parameter_shapes  # pylint: disable=import-outside-toplevel
+    from src.pangu_alpha_config import get_config  # pylint: disable=import-outside-toplevel
+    config = get_config(preset)
+    shapes = parameter_shapes(config)
+    size = {name: int(np.prod(shape)) for name, shape in shapes.items()}
+    block = sum(v for n, v in size.items() if n.startswith("backbone.blocks.0."))
+    embedding = sum(v for n, v in size.items() if n.startswith("backbone.embedding."))
+    top = sum(v for n, v in size.items() if n.startswith(("backbone.layernorm", "backbone.top_query")))
+    query = sum(v for n, v in size.items() if n.startswith("backbone.top_query_layer."))
+    vocab_proj = config.vocab_size * config.hidden_size
+    lines = [f"| k | A parameters | A training state (fp32 + Adam) | A's share of matmul work |", "|---|---|---|---|"]
+    for k in ks:
+        if k >= config.num_blocks:
+            continue
+        a = embedding + top + k * block
+        a_work = vocab_proj + query + k * block
+        b_work = (config.num_blocks - k) * block
+        lines.append(f"| {k} | {a / 1e6:.1f} M | {a * 12 / 2**20:,.0f} MiB | {a_work / (a_work + b_work):.0%} |")
+    return "\n".join(lines)
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Token-recovery audit of split PanGu-alpha (what party B can read)")
     parser.add_argument("--settings", nargs="+", default=list(DEFAULT_SETTINGS),
@@ -308,6 +336,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     text = table(reports, baselines)
     print(f"\nToken recovery by party B (PanGu-alpha {opts.config}, {opts.steps} steps, A: People's Daily slice; "
           f"best radius of the structure attack, best of frequency/bigram naming):\n{text}")
+    print(f"\nWhat the split point costs party A at PanGu-alpha 350M (analytic):\n{split_costs('350M')}")
     result = {"reports": reports, "baselines": {str(k): v for k, v in baselines.items()}, "table": text,
               "args": {k: v for k, v in vars(opts).items() if k != "parsed"}}
     _write(path, result)

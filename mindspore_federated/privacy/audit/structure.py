@@ -82,8 +82,8 @@ def _mode_offset(vectors: np.ndarray, anchors: np.ndarray, radius: float, min_su
         return None
     vectors = _unique_rows(vectors, radius)
     cands = (vectors[:, None, :] - anchors[None, :, :]).reshape(-1, vectors.shape[1])
-    if len(cands) > 6000:                     # bound the pairwise step (keeps every vector's pairs)
-        anchors = anchors[: max(1, 6000 // len(vectors))]
+    if len(cands) > 1500:                     # bound the pairwise step (keeps every vector's pairs)
+        anchors = anchors[: max(1, 1500 // len(vectors))]
         cands = (vectors[:, None, :] - anchors[None, :, :]).reshape(-1, vectors.shape[1])
     close = _sq_dist(cands, cands) <= radius * radius
     # support = number of different source vectors that agree on the offset
@@ -231,7 +231,8 @@ def link_activations(acts: np.ndarray, positions: np.ndarray, radius: float, pos
         order = sorted(np.unique(where).tolist(), key=lambda p: (p not in offsets, p))
         for p in order:
             idx = np.flatnonzero(where == p)
-            if p not in offsets and len(classes):
+            # an unplaced position is searched for again every few steps (the search is the costly part)
+            if p not in offsets and len(classes) and s % 8 == 0:
                 top = classes.centroids[np.argsort(-classes.counts, kind="stable")[:400]]
                 found = _mode_offset(vecs[idx], top, radius)
                 if found is not None:
