@@ -22,19 +22,17 @@ class ReceivedTensorRecorder:
     """
 
     def __init__(self, inner: Any, names: Sequence[str] = ("embedding_table", "attention_mask"),
-                 when: Optional[Callable[[Mapping], bool]] = None, max_messages: Optional[int] = None) -> None:
+                 when: Optional[Callable[[Mapping], bool]] = None) -> None:
         if not names:
             raise ValueError("ReceivedTensorRecorder: names must list at least one tensor to record")
         self.inner = inner
         self.names = tuple(names)
         self.when = when
-        self.max_messages = max_messages
         self.records: Dict[str, List[np.ndarray]] = {name: [] for name in self.names}
 
     def recv(self, timeout: Optional[float] = None) -> Mapping:
         msg = self.inner.recv(timeout)
-        full = self.max_messages is not None and len(self) >= self.max_messages
-        if not full and all(name in msg for name in self.names) and (self.when is None or self.when(msg)):
+        if all(name in msg for name in self.names) and (self.when is None or self.when(msg)):
             for name in self.names:
                 self.records[name].append(_to_numpy(msg[name]))
         return msg
