@@ -133,7 +133,7 @@ def test_recorder_keeps_what_the_receiver_got(tmp_path):
         ReceivedTensorRecorder(_Inbox([]), names=("x",)).arrays()
 
 
-def test_context_noise_defeats_exact_offsets_but_not_centering():
+def test_centering_groups_vectors_with_context_noise():
     """Later split points add a context-dependent term: the per-position-mean model still groups."""
     acts, positions, tokens = _sum_of_tables(steps=20, drift=0.0)
     noisy = acts + np.random.default_rng(2).normal(0, 0.004, acts.shape)   # ~0.1 of the token distance
