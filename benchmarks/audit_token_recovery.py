@@ -301,7 +301,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="characters of People's Daily given to party A (the first documents)")
     parser.add_argument("--ref_chars", type=int, default=1_500_000,
                         help="characters of each reference corpus party B holds")
-    parser.add_argument("--work_dir", default=os.path.join(REPO, "benchmarks", "output", "audit"),
+    parser.add_argument("--work_dir", default=os.path.join(REPO, "benchmarks", "results", "audit"),
                         help="records, logs and the JSON result go here")
     parser.add_argument("--json", default=None, help="write the full result here (default WORK_DIR/audit.json)")
     opts = parser.parse_args(argv)
