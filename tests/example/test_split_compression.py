@@ -238,3 +238,14 @@ def test_two_processes_embedding_dp(tmp_path):
     assert rc_l == 0 and rc_f == 0, (out_l[-3000:], out_f[-3000:])
     result = _follower_result(out_f)
     assert result["values"] == [0.0, 1.0] and result["n_values"] == 2
+
+
+def test_compression_with_the_split_point_moved(tmp_path):
+    """--leader_layers 1 --compress min_max6: A's block-0 output travels 6-bit like the embeddings did."""
+    result = _local(tmp_path, "--compress", "min_max6", "--leader_layers", "1", "--train_steps", "8")
+    assert len(result["losses"]) == 8 and all(np.isfinite(result["losses"]))
+    assert result["losses"][-1] < result["losses"][0]
+    want = _analytic(6)
+    for a_bytes, b_bytes in result["wire_bytes"]:
+        assert 0 <= a_bytes - want["a_to_b"] <= HEADER_BUDGET and 0 <= b_bytes - want["b_to_a"] <= HEADER_BUDGET
+    assert result["follower"].received_keys == {"embedding_table", "attention_mask", "output.hidden_states"}

@@ -1,7 +1,7 @@
 """Split PanGu-alpha (issue 5): split training == centralised training, step for step.
 
 Default suite: the one-process split run against train_centralized.run (30 steps, tiny, dropout 0),
-in-process resume, the protocol checks, bad input, and ONE two-process run over mutual TLS.
+the same with the split point moved (party A keeps block 0: --leader_layers 1), in-process resume, the protocol checks, bad input, and ONE two-process run over mutual TLS.
 Slow: two-process resume after stopping both, a follower restarted mid-run.
 """
 from __future__ import annotations
@@ -66,25 +66,48 @@ def runs(tmp_path_factory):
                                   "--loss_log", str(root / "split" / "loss.json")))
     central = train_centralized.run(train_centralized.parse_args(
         COMMON + ["--synthetic", "--output_dir", str(root / "central"), "--save_ckpt_steps", str(STEPS)]))
+    moved = run_local(_local_args(root / "split_k1", "--leader_layers", "1", "--save_ckpt_steps", "20"))
     ms.set_context(mode=old_mode)
-    return {"root": root, "split": split, "central": central}
+    return {"root": root, "split": split, "central": central, "split_k1": moved}
 
 
 # ------------------------------------------------------------------------------ exactness
-def test_local_split_losses_match_centralised(runs):
-    split, central = runs["split"]["losses"], runs["central"]["losses"]
+@pytest.mark.parametrize("layout", ["split", "split_k1"])
+def test_local_split_losses_match_centralised(runs, layout):
+    split, central = runs[layout]["losses"], runs["central"]["losses"]
     assert len(split) == len(central) == STEPS
     assert _rel(split, central) <= 1e-5, (split, central)
     assert split[-1] < split[0] - 0.5                                 # it does learn
-    assert runs["split"]["perplexity"] == pytest.approx(runs["central"]["perplexity"], rel=1e-5)
+    assert runs[layout]["perplexity"] == pytest.approx(runs["central"]["perplexity"], rel=1e-5)
 
 
-def test_local_split_parameters_match_centralised(runs):
+def test_split_point_moves_block_0_to_party_a(runs):
+    """--leader_layers 1: block 0 is trained at A (by the embedding's optimizer), B holds the rest."""
+    leader, follower = runs["split_k1"]["leader"], runs["split_k1"]["follower"]
+    a_names = {canonical_name(p.name) for p in leader.embedding_opt.parameters}
+    b_names = {canonical_name(p.name) for p in follower.net.trainable_params()}
+    assert any(n.startswith("backbone.blocks.0.") for n in a_names)
+    assert not any(n.startswith("backbone.blocks.0.") for n in b_names)
+    assert {n.split(".")[2] for n in b_names} == {str(i) for i in range(1, leader.config.num_blocks)}
+    assert sorted(os.listdir(runs["root"] / "split_k1" / "checkpoints" / "follower")) == [
+        "backbone_loss_net_step_20.ckpt", "backbone_loss_net_step_30.ckpt"]
+
+
+def test_split_point_must_leave_party_b_a_block():
+    from src.pangu_alpha_config import get_config
+    with pytest.raises(ValueError, match=r"leader_layers=2: party A can keep 0 to 1 of the 2 ordinary blocks"):
+        get_config("tiny", leader_layers=2)
+    a = config_fingerprint(get_config("tiny", leader_layers=1))
+    assert describe_settings_mismatch(a, config_fingerprint(get_config("tiny"))) == "leader_layers: ours 1, peer 0"
+
+
+@pytest.mark.parametrize("layout", ["split", "split_k1"])
+def test_local_split_parameters_match_centralised(runs, layout):
     ckpt = runs["central"]["checkpoint"]
     assert ckpt and ckpt.endswith(f"_step_{STEPS}.ckpt")
     reference = {canonical_name(k): v.asnumpy() for k, v in ms.load_checkpoint(ckpt).items()
                  if k.startswith("backbone.")}
-    got = _split_params(runs["split"])
+    got = _split_params(runs[layout])
     assert set(got) == set(reference)                 # the three sub-networks = the whole model
     for name, value in got.items():
         ref = reference[name]
@@ -119,22 +142,25 @@ def test_checkpoints_log_and_lines(runs):
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
 
 
-def test_local_resume_equals_uninterrupted(runs, tmp_path):
+@pytest.mark.parametrize("layout", ["split", "split_k1"])
+def test_local_resume_equals_uninterrupted(runs, tmp_path, layout):
     """Both parties restart from their step-20 checkpoints; steps 21..30 == the uninterrupted run."""
-    src = runs["root"] / "split" / "checkpoints"
+    src = runs["root"] / layout / "checkpoints"
     for party in ("leader", "follower"):
         (tmp_path / "checkpoints" / party).mkdir(parents=True)
         for name in os.listdir(src / party):
             if name.endswith("_step_20.ckpt"):
                 shutil.copy(src / party / name, tmp_path / "checkpoints" / party)
-    resumed = run_local(_local_args(tmp_path, "--save_ckpt_steps", "10", "--resume"))
+    extra = ["--leader_layers", "1"] if layout == "split_k1" else []
+    resumed = run_local(_local_args(tmp_path, "--save_ckpt_steps", "10", "--resume", *extra))
     assert resumed["final_step"] == STEPS
-    np.testing.assert_array_equal(resumed["losses"], runs["split"]["losses"][20:])
-    full, again = _split_params(runs["split"]), _split_params(resumed)
+    np.testing.assert_array_equal(resumed["losses"], runs[layout]["losses"][20:])
+    full, again = _split_params(runs[layout]), _split_params(resumed)
     for name in full:
         np.testing.assert_array_equal(again[name], full[name], err_msg=name)
     # optimizer state too: the saved step-30 checkpoints are identical
-    for party, name in (("leader", "head_loss_net"), ("follower", "backbone_loss_net")):
+    for party, name in (("leader", "head_loss_net"), ("leader", "embedding_loss_net"),
+                        ("follower", "backbone_loss_net")):
         a = ms.load_checkpoint(str(src / party / f"{name}_step_30.ckpt"))
         b = ms.load_checkpoint(str(tmp_path / "checkpoints" / party / f"{name}_step_30.ckpt"))
         assert set(a) == set(b)
@@ -419,3 +445,21 @@ def test_a_party_stopped_by_sigterm_tells_the_other_why(pki, tmp_path):
     assert "the follower was interrupted: SystemExit: stopped by SIGTERM" in out_l, out_l[-2000:]
     assert "leader stopped: the follower stopped:" in out_l, out_l[-2000:]
     assert "restart both with --resume" in out_l
+
+
+@pytest.mark.slow
+def test_two_processes_with_the_split_point_moved(runs, pki, tmp_path):
+    """--leader_layers 1 across two processes over mutual TLS == the one-process k=1 run."""
+    flags = ("--save_ckpt_steps", "0", "--leader_layers", "1")
+    rc_l, rc_f, out_l, out_f = _two_processes(tmp_path, pki, leader_extra=flags, follower_extra=flags)
+    assert rc_l == 0 and rc_f == 0, (out_l[-3000:], out_f[-3000:])
+    losses = [r["loss"] for r in json.loads((tmp_path / "leader_loss.json").read_text())]
+    assert _rel(losses, runs["split_k1"]["losses"]) <= 1e-5
+
+
+@pytest.mark.slow
+def test_split_point_mismatch_fails_fast_on_both_sides(pki, tmp_path):
+    rc_l, rc_f, out_l, out_f = _two_processes(tmp_path, pki, leader_extra=("--leader_layers", "1"), timeout=120)
+    assert rc_l != 0 and rc_f != 0
+    for out in (out_l, out_f):
+        assert "leader_layers: ours" in out, out[-2000:]

@@ -164,6 +164,11 @@ def add_split_args(parser: argparse.ArgumentParser, communicator: bool = True) -
         g.add_argument("--wire", action="store_true",
                        help="one process: pass every message through the codec as the communicator would "
                             "(on by default with --compress or --embedding_dp)")
+    g.add_argument("--leader_layers", type=int, default=0,
+                   help="split point: party A keeps the first K transformer blocks next to the embedding and "
+                        "sends their output to party B instead of the bare embeddings (default 0: the original "
+                        "split). Both parties must use the same K (checked at the handshake); see the README's "
+                        "privacy section")
     g.add_argument("--log_file", default=None, help="also write the log to this file (default: in the output folder)")
     g.add_argument("--peer_timeout", type=float, default=120.0,
                    help="seconds to wait for the peer at startup (handshake) and for a send to be accepted")

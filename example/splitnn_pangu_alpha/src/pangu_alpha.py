@@ -308,32 +308,57 @@ class QueryLayer(TransformerBlock):
         return self._finish(x, attended), k_cache, v_cache
 
 
+class _BlockRange(nn.CellList):
+    """Blocks `start .. start+n-1` of the model, named by their index in the whole model.
+
+    A plain CellList names its cells 0..n-1; a party holding blocks 1..2 must still carry the
+    parameter names `blocks.1.*`, `blocks.2.*` (initial values, checkpoints and the exactness tests
+    go by name). Integer indexing stays local (0..n-1), as `run_blocks` expects.
+    """
+
+    def __init__(self, cells: Sequence[nn.Cell], start: int) -> None:
+        super().__init__(cells)
+        self._cells = OrderedDict((str(start + i), cell) for i, cell in enumerate(self._cells.values()))
+
+    def __getitem__(self, index):
+        if isinstance(index, int):
+            return list(self._cells.values())[index]
+        return super().__getitem__(index)
+
+
 class PanguAlphaBackbone(nn.Cell):
     """Embedding -> blocks -> final LayerNorm -> query layer, or any subset of these parts.
 
     parts: "embedding" (party A), "blocks" (party B), "top" (party A: final LN, top_query_embedding,
     top_query_layer). Methods `embed`, `run_blocks`, `run_top` run one part each; `construct` runs all.
+    `block_range` (start, stop): which of the ordinary blocks "blocks" holds (default all); this is
+    how the split point moves (party A keeps blocks 0..k-1, party B the rest).
     Weights are initialised by canonical name `backbone.<path>` (see `init_weights`), unless
     `init=False` or inside `lazy_parameters()`.
     """
 
-    def __init__(self, config: PanguAlphaConfig, parts: Iterable[str] = ALL_PARTS, init: bool = True) -> None:
+    def __init__(self, config: PanguAlphaConfig, parts: Iterable[str] = ALL_PARTS, init: bool = True,
+                 block_range: Optional[Tuple[int, int]] = None) -> None:
         super().__init__()
         parts = tuple(parts)
         unknown = [p for p in parts if p not in ALL_PARTS]
         if unknown or not parts:
             raise ValueError(f"parts must be a non-empty subset of {ALL_PARTS}, got {parts}")
+        start, stop = block_range if block_range is not None else (0, config.num_blocks)
+        if not 0 <= start <= stop <= config.num_blocks:
+            raise ValueError(f"block_range {block_range}: must satisfy 0 <= start <= stop <= "
+                             f"{config.num_blocks} (the ordinary blocks of num_layers={config.num_layers})")
         self.config = config
         self.parts = parts
         if "embedding" in parts:
             self.embedding = EmbeddingLayer(config)
         if "blocks" in parts:
-            self.blocks = nn.CellList([TransformerBlock(config) for _ in range(config.num_blocks)])
+            self.blocks = _BlockRange([TransformerBlock(config) for _ in range(start, stop)], start)
         if "top" in parts:
             self.layernorm = _layernorm(config)
             self.top_query_embedding = VocabEmbedding(config.seq_length, config.hidden_size)
             self.top_query_layer = QueryLayer(config)
-        self.num_blocks = config.num_blocks
+        self.num_blocks = stop - start if "blocks" in parts else 0
         if init:
             init_weights(self, config.param_init_seed, config.param_init_std, prefix="backbone.")
 
@@ -342,7 +367,7 @@ class PanguAlphaBackbone(nn.Cell):
         return self.embedding(input_ids, position_id)
 
     def run_blocks(self, hidden_states: Tensor, attention_mask: Tensor) -> Tensor:
-        """The num_layers-1 ordinary blocks; attention_mask [B,S,S] with 1 = allowed."""
+        """The ordinary blocks this backbone holds, in order; attention_mask [B,S,S] with 1 = allowed."""
         bias = attention_bias(attention_mask)
         for i in range(self.num_blocks):
             hidden_states = self.blocks[i](hidden_states, bias)

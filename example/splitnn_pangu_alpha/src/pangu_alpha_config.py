@@ -51,6 +51,9 @@ class PanguAlphaConfig:
     loss_scale: float = 2.0 ** 32
     loss_scale_window: int = 1000
     clip_norm: float = 1.0
+    # split point: party A (the data owner) keeps the first `leader_layers` ordinary blocks next to
+    # the embedding; party B runs the rest. 0 = the original split (B gets the embedding output).
+    leader_layers: int = 0
     # execution: in PyNative mode compile each (sub-)network's forward with mindspore.jit
     jit_forward: bool = True
 
@@ -64,6 +67,10 @@ class PanguAlphaConfig:
                 raise ValueError(f"PanguAlphaConfig.{field} must be >= 1, got {getattr(self, field)}")
         if self.num_layers < 2:
             raise ValueError(f"PanguAlphaConfig.num_layers counts the query layer and must be >= 2, got {self.num_layers}")
+        if not 0 <= int(self.leader_layers) < self.num_blocks:
+            raise ValueError(f"PanguAlphaConfig.leader_layers={self.leader_layers}: party A can keep 0 to "
+                             f"{self.num_blocks - 1} of the {self.num_blocks} ordinary blocks (num_layers="
+                             f"{self.num_layers} counts the query layer; party B must keep at least one block)")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"PanguAlphaConfig.hidden_size ({self.hidden_size}) must be divisible by "
                              f"num_heads ({self.num_heads})")

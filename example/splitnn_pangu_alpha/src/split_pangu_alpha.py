@@ -56,29 +56,41 @@ class EmbeddingLossNet(nn.Cell):
     """Party A, first sub-network: (input_ids [B,S+1], position_id, attention_mask) ->
     (embedding_table [B,S,H], word_table [V,H], position_id, attention_mask).
 
-    The word table is returned so the head can use it as its tied output projection; the
+    With `config.leader_layers = k > 0` A also runs the first k transformer blocks here, and
+    `embedding_table` (the tensor sent to party B, name kept so yamls and protocol stay the same)
+    holds their output: what B receives then depends on each token's context, not on the token
+    alone. The word table is returned so the head can use it as its tied output projection; the
     position ids and the mask pass through so the yaml can route them (mask to B, ids to the head).
     """
 
     def __init__(self, config: PanguAlphaConfig) -> None:
         super().__init__()
-        self.backbone = PanguAlphaBackbone(config, parts=("embedding",))
+        self.leader_layers = int(config.leader_layers)
+        parts = ("embedding", "blocks") if self.leader_layers else ("embedding",)
+        self.backbone = PanguAlphaBackbone(config, parts=parts, block_range=(0, self.leader_layers))
         self.seq_length = config.seq_length
-        # Not jit-compiled: a compiled graph that returns a Parameter (the word table) drops the
-        # gradient flowing back into that output in MindSpore 2.10, and two lookups gain nothing.
+        # The net itself is not jit-compiled: a compiled graph that returns a Parameter (the word
+        # table) drops the gradient flowing back into that output in MindSpore 2.10. A's blocks are.
+        self._run_blocks = self.backbone.run_blocks
+        if self.leader_layers and config.jit_forward and ms.get_context("mode") == ms.PYNATIVE_MODE:
+            self._run_blocks = ms.jit(self.backbone.run_blocks)
 
     def construct(self, input_ids: Tensor, position_id: Tensor, attention_mask: Tensor):
         tokens = input_ids[:, :self.seq_length]
         embedding, word_table = self.backbone.embed(tokens, position_id)
+        if self.leader_layers:
+            embedding = self._run_blocks(embedding, attention_mask)
         return embedding, word_table, position_id, attention_mask
 
 
 class BackboneLossNet(nn.Cell):
-    """Party B: the num_layers - 1 transformer blocks. (embedding_table, attention_mask) -> hidden_states."""
+    """Party B: the transformer blocks after A's `config.leader_layers` (all num_layers - 1 of them
+    by default). (embedding_table, attention_mask) -> hidden_states."""
 
     def __init__(self, config: PanguAlphaConfig) -> None:
         super().__init__()
-        self.backbone = PanguAlphaBackbone(config, parts=("blocks",))
+        self.backbone = PanguAlphaBackbone(config, parts=("blocks",),
+                                           block_range=(int(config.leader_layers), config.num_blocks))
         jit_forward(self, config.jit_forward)
 
     def construct(self, embedding_table: Tensor, attention_mask: Tensor) -> Tensor:
@@ -154,7 +166,8 @@ class PerplexityMetric:
 # ----------------------------------------------------------------------------------------------
 FINGERPRINT_FIELDS = ("vocab_size", "seq_length", "hidden_size", "num_heads", "num_layers", "ffn_hidden_size",
                       "batch_size", "dropout_rate", "param_init_seed", "eod_id", "compute_dtype", "hidden_act",
-                      "start_lr", "end_lr", "weight_decay", "loss_scale", "loss_scale_window", "clip_norm")
+                      "start_lr", "end_lr", "weight_decay", "loss_scale", "loss_scale_window", "clip_norm",
+                      "leader_layers")
 
 
 def config_fingerprint(config: PanguAlphaConfig, unknown: Sequence[str] = ()) -> Dict[str, Any]:

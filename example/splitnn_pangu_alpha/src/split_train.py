@@ -69,13 +69,26 @@ def _rewrite_min_max(raw: Any, setting: Mapping[str, Any]) -> Any:
 
 
 def party_yaml(name: str, compress: str = "none", embedding_dp: bool = False,
-               embedding_dp_eps: Optional[float] = None) -> FLYamlData:
-    """The yaml of one sub-network (embedding, head, backbone) for a --compress / --embedding_dp choice.
+               embedding_dp_eps: Optional[float] = None, leader_layers: int = 0) -> FLYamlData:
+    """The yaml of one sub-network (embedding, head, backbone) for a --compress / --embedding_dp /
+    --leader_layers choice.
 
     With EmbeddingDP the embedding party loads yaml/embedding_dp.yaml whatever --compress says: its
     activations are 0/1 codes, which only lossless 1-bit bit_pack makes sense for (min_max on them
     is refused by FLModel); `embedding_dp_eps` (None = quantisation only) replaces the file's eps.
+    With `leader_layers` > 0 the embedding's optimizer also updates A's transformer blocks (its
+    `params` filters gain `backbone.blocks.`); tensor names and routing do not change.
     """
+    data = _party_yaml(name, compress, embedding_dp, embedding_dp_eps)
+    if name != "embedding" or not leader_layers:
+        return data
+    raw = dict(data.yaml_data)
+    raw["opts"] = [dict(opt, params=list(opt.get("params") or []) + [{"name": "backbone.blocks."}])
+                   if opt.get("params") else dict(opt) for opt in raw["opts"]]
+    return FLYamlData.from_dict(raw)
+
+
+def _party_yaml(name: str, compress: str, embedding_dp: bool, embedding_dp_eps: Optional[float]) -> FLYamlData:
     if compress not in WIRE_MODES:
         raise ValueError(f"--compress {compress!r}: choose one of {', '.join(WIRE_MODES)}")
     if embedding_dp and name == "embedding":
@@ -125,7 +138,7 @@ class LeaderParty:
         self.config = config
         self.embedding_net = EmbeddingLossNet(config)
         self.head_net = HeadLossNet(config)
-        emb_yaml = party_yaml("embedding", compress, embedding_dp, embedding_dp_eps)
+        emb_yaml = party_yaml("embedding", compress, embedding_dp, embedding_dp_eps, config.leader_layers)
         head_yaml = party_yaml("head", compress)
         self.embedding_opt = PanguAlphaAdam(self.embedding_net, emb_yaml, config, warmup, decay)
         self.head_opt = PanguAlphaAdam(self.head_net, head_yaml, config, warmup, decay)
@@ -387,8 +400,12 @@ def _stopping(session: Optional[PeerSession], role: str, err: BaseException) -> 
     session.abort(f"the {role} {what}: {type(err).__name__}: {err} -- {REMEDY}")
 
 
-def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -> Dict[str, Any]:
-    """Party A's program; with `local` party B runs in the same process behind a LocalChannel."""
+def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
+                 follower_tap: Optional[Callable[[Any], Any]] = None) -> Dict[str, Any]:
+    """Party A's program; with `local` party B runs in the same process behind a LocalChannel.
+
+    `follower_tap(channel) -> channel` may wrap party B's end of the channel (the privacy audit
+    records there what B receives)."""
     from train_centralized import BatchSource, plan_steps  # pylint: disable=import-outside-toplevel
     from .utils import config_from_args  # pylint: disable=import-outside-toplevel
 
@@ -412,6 +429,8 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
     if local:
         wire = bool(getattr(args, "wire", False)) or compress != "none" or embedding_dp
         channel, follower_channel = LocalChannel.pair((LEADER, FOLLOWER), measure, wire=wire)
+        if follower_tap is not None:
+            follower_channel = follower_tap(follower_channel)
         follower = FollowerParty(config, follower_channel, dirs[FOLLOWER], compress=compress)
         follower_channel.set_compress_configs(follower.wire_configs)
         pump: Callable[[], Any] = follower.serve_one
@@ -433,9 +452,11 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
             else:
                 start = leader.restore(leader_dir)
                 logger.info("leader resumed at step %d from %s", start, leader_dir)
-        logger.info("split PanGu-alpha %s: party A %d parameters (embedding + head), vocab %d, seq %d, batch %d, "
+        logger.info("split PanGu-alpha %s: party A %d parameters (embedding%s + head), vocab %d, seq %d, batch %d, "
                     "%d steps (%d per epoch), warmup %d, lr %g -> %g, loss scale %g, mode %s, %s",
-                    args.mode, leader.num_parameters(), config.vocab_size, config.seq_length, config.batch_size,
+                    args.mode, leader.num_parameters(),
+                    f" + {config.leader_layers} of {config.num_blocks} blocks" if config.leader_layers else "",
+                    config.vocab_size, config.seq_length, config.batch_size,
                     total, source.steps_per_epoch, warmup, config.start_lr, config.end_lr,
                     leader.head_opt.loss_scale_value(), args.exec_mode,
                     "both parties in this process" if local else f"peer {channel.where}")
@@ -450,7 +471,8 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
             follower.session.handshake(follower_settings, compress)
             follower.build(warmup, decay)
             leader.session.check_hello(leader.session.receive_raw(), settings, compress)
-            logger.info("party B: %d parameters (transformer blocks)", follower.num_parameters())
+            logger.info("party B: %d parameters (transformer blocks %d..%d)", follower.num_parameters(),
+                        config.leader_layers, config.num_blocks - 1)
         else:
             logger.info("waiting for the follower (handshake, up to %g s)", args.peer_timeout)
             leader.session.handshake(settings, compress, args.peer_timeout, **hello)
@@ -525,12 +547,14 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False) -
             channel.close()
 
 
-def run_local(args: argparse.Namespace, measure: bool = False) -> Dict[str, Any]:
-    """Both parties in one process (tensors passed in memory); returns losses, parties, metrics."""
+def run_local(args: argparse.Namespace, measure: bool = False,
+              follower_tap: Optional[Callable[[Any], Any]] = None) -> Dict[str, Any]:
+    """Both parties in one process (tensors passed in memory); returns losses, parties, metrics.
+    `follower_tap`: see `_leader_side`."""
     from .utils import setup_logging  # pylint: disable=import-outside-toplevel
     setup_logging()
     add_log_file(args.log_file)
-    return _leader_side(args, local=True, measure=measure)
+    return _leader_side(args, local=True, measure=measure, follower_tap=follower_tap)
 
 
 def run_leader(args: argparse.Namespace) -> Dict[str, Any]:
@@ -559,9 +583,9 @@ def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
         if args.resume:
             start = follower.resume_step(directory)
             logger.info("follower resumes at step %d (%s)", start, directory)
-        logger.info("split PanGu-alpha %s: party B %d parameters (transformer blocks), waiting for the leader "
-                    "at %s (handshake, up to %g s)", args.mode, follower.num_parameters(),
-                    args.remote_server_address, args.peer_timeout)
+        logger.info("split PanGu-alpha %s: party B %d parameters (transformer blocks %d..%d), waiting for the "
+                    "leader at %s (handshake, up to %g s)", args.mode, follower.num_parameters(),
+                    config.leader_layers, config.num_blocks - 1, args.remote_server_address, args.peer_timeout)
         hello = follower.session.handshake(settings, compress, args.peer_timeout)
         total, warmup, decay = (hello.integer(k) for k in ("total_steps", "warmup", "decay"))
         follower.build(warmup, decay)

@@ -150,7 +150,8 @@ def config_from_args(args: argparse.Namespace, **extra: Any):
                      clip_norm=args.clip_norm, jit_forward=getattr(args, "jit_forward", True),
                      num_layers=getattr(args, "num_layers", None), hidden_size=hidden,
                      ffn_hidden_size=4 * hidden if hidden else None, num_heads=getattr(args, "num_heads", None),
-                     eod_id=getattr(args, "eod_id", None), pad_id=getattr(args, "padding_id", None))
+                     eod_id=getattr(args, "eod_id", None), pad_id=getattr(args, "padding_id", None),
+                     leader_layers=getattr(args, "leader_layers", None))
     overrides.update(extra)
     return get_config(args.mode, **overrides)
 
