@@ -138,14 +138,14 @@ def test_generation_stops_at_end_token_length_and_seq_length():
 
 
 # ------------------------------------------------------------------------------ split generation
-def _write_checkpoints(root, config, seed=5, std=0.1):
+def _write_checkpoints(root, config, seed=5, std=0.1, leader_layers=0):
     """Checkpoints as a training run leaves them (central + split, same weights), but with larger
     random weights than training's init, so greedy generation does not repeat one token."""
     from src.pangu_alpha import PanguAlphaBackbone
     from src.predict import save_as_training_run
     whole = PanguAlphaBackbone(config)
     init_weights(whole, seed, std, prefix="backbone.")
-    save_as_training_run(whole, str(root), step=7)
+    save_as_training_run(whole, str(root), step=7, leader_layers=leader_layers)
     return root
 
 
@@ -188,6 +188,23 @@ def test_split_greedy_equals_centralised_in_one_process(run_dir, central_tokens)
         assert [_greedy(gen, p) for p in PROMPTS] == central_tokens
         assert len(service.sessions) == 0
     assert len(set(central_tokens[0])) > 3  # a real continuation, not one token repeated
+
+
+def test_split_greedy_with_the_split_point_moved_equals_centralised(tmp_path, central_tokens):
+    """--leader_layers 1: A runs block 0 itself (from its embedding checkpoint) before B's blocks."""
+    from src.predict import split_local_generator
+    root = _write_checkpoints(tmp_path, CFG, leader_layers=1)
+    b_names = set(ms.load_checkpoint(str(root / "checkpoints" / "follower" / "backbone_loss_net_step_7.ckpt")))
+    assert b_names and not any(n.startswith("backbone.blocks.0.") for n in b_names)
+    for use_past in (True, False):
+        gen, service, _ = split_local_generator(CFG.replace(leader_layers=1), str(root), use_past, transport=_wire)
+        assert service.backend.decoder.layers == CFG.num_blocks - 1
+        assert [_greedy(gen, p) for p in PROMPTS] == central_tokens
+        assert len(service.sessions) == 0
+    # a party B started without the split point holds the wrong blocks: its checkpoint says so
+    from src.predict import follower_decoder
+    with pytest.raises(ValueError, match=r"backbone\.blocks\.0\.\S+ is missing"):
+        follower_decoder(CFG, str(root))
 
 
 def test_two_sessions_on_one_server_are_isolated(run_dir, central_tokens):

@@ -13,7 +13,7 @@ Same programs, same shapes: greedy split generation reproduces centralised gener
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 from mindspore import nn, ops, Tensor
@@ -21,7 +21,7 @@ from mindspore import nn, ops, Tensor
 from .pangu_alpha import attention_bias, jit_forward
 from .pangu_alpha_config import PanguAlphaConfig
 
-__all__ = ["BlocksDecoder", "TopDecoder", "BlocksSession", "SequenceTooLong", "pad_rows", "pad_mask",
+__all__ = ["BlocksDecoder", "TopDecoder", "BlocksSession", "ChainedBlocks", "SequenceTooLong", "pad_rows", "pad_mask",
            "slot_vector", "cache_bytes"]
 
 
@@ -168,6 +168,24 @@ class BlocksSession:
     def close(self) -> None:
         self.k = self.v = None
         self.length = 0
+
+
+class ChainedBlocks:
+    """Two blocks sessions run one after the other: party A's own first blocks (split point
+    `leader_layers` > 0), then party B's. Same interface as `BlocksSession` (`run`, `close`)."""
+
+    def __init__(self, first: Any, then: Any) -> None:
+        self.first = first
+        self.then = then
+
+    def run(self, hidden: np.ndarray, mask: np.ndarray, start: int) -> np.ndarray:
+        return self.then.run(self.first.run(hidden, mask, start), mask, start)
+
+    def close(self) -> None:
+        try:
+            self.then.close()
+        finally:
+            self.first.close()
 
 
 class _TopPrefill(nn.Cell):

@@ -30,7 +30,7 @@ from mindspore import nn
 from mindspore_federated.inference import InferenceClient, InferenceService
 
 from .generate import GenerateOptions, PanguGenerator, generate_ids, options_from_args
-from .incremental import BlocksDecoder, BlocksSession
+from .incremental import BlocksDecoder, BlocksSession, ChainedBlocks
 from .pangu_alpha import PanguAlphaBackbone, PanguAlphaHead
 from .pangu_alpha_config import PanguAlphaConfig
 from .split_generate import PanguBlocksBackend, RemoteBlocks, describe_capacity
@@ -124,14 +124,18 @@ def load_part(cell: nn.Cell, files: Sequence[str], config: PanguAlphaConfig) -> 
                          f"training run (--config, --seq_length, --vocab_model / --vocab_size)")
 
 
-def save_as_training_run(backbone: PanguAlphaBackbone, root: str, step: int = 1) -> Dict[str, str]:
+def save_as_training_run(backbone: PanguAlphaBackbone, root: str, step: int = 1,
+                         leader_layers: int = 0) -> Dict[str, str]:
     """Write a whole backbone's weights in the layout a training run leaves in its --output_dir
-    (centralised + the three split sub-networks), e.g. to serve given weights; returns the files."""
+    (centralised + the three split sub-networks; with `leader_layers` K party A's embedding
+    checkpoint holds blocks 0..K-1, B's the rest), e.g. to serve given weights; returns the files."""
     params = {p.name: p for p in _Holder(backbone).get_parameters()}
+    a_blocks = tuple(f"backbone.blocks.{i}." for i in range(leader_layers))
+    b_blocks = tuple(f"backbone.blocks.{i}." for i in range(leader_layers, backbone.num_blocks))
     layout = {os.path.join("centralized", CENTRAL_PREFIX): ("backbone.",),
-              os.path.join("checkpoints", "leader", PREFIXES["embedding"]): ("backbone.embedding.",),
+              os.path.join("checkpoints", "leader", PREFIXES["embedding"]): ("backbone.embedding.",) + a_blocks,
               os.path.join("checkpoints", "leader", PREFIXES["head"]): ("backbone.layernorm.", "backbone.top_query"),
-              os.path.join("checkpoints", "follower", PREFIXES["backbone"]): ("backbone.blocks.",)}
+              os.path.join("checkpoints", "follower", PREFIXES["backbone"]): b_blocks}
     files = {}
     for stem, prefixes in layout.items():
         path = os.path.join(root, f"{stem}_step_{step}.ckpt")
@@ -142,11 +146,15 @@ def save_as_training_run(backbone: PanguAlphaBackbone, root: str, step: int = 1)
 
 
 class LeaderModel:
-    """Party A's parts for generation: embedding, final LayerNorm + query layer, head."""
+    """Party A's parts for generation: embedding, its own first `config.leader_layers` blocks (the
+    split point of training; they are in its embedding checkpoint), final LayerNorm + query layer, head."""
 
     def __init__(self, config: PanguAlphaConfig, ckpt_path: Optional[str] = None) -> None:
         self.config = config
-        self.backbone = PanguAlphaBackbone(config, parts=("embedding", "top"), init=ckpt_path is None)
+        k = int(config.leader_layers)
+        parts = ("embedding", "blocks", "top") if k else ("embedding", "top")
+        self.backbone = PanguAlphaBackbone(config, parts=parts, init=ckpt_path is None, block_range=(0, k))
+        self.blocks_decoder = BlocksDecoder(self.backbone.blocks, config) if k else None
         self.holder = _Holder(self.backbone)
         self.head = PanguAlphaHead(config)
         self.files: List[str] = []
@@ -161,12 +169,18 @@ class LeaderModel:
             load_part(self.holder, self.files, config)
 
     def generator(self, open_blocks: Callable[[], Any], use_past: bool = True) -> PanguGenerator:
+        """`open_blocks` opens a session on party B's blocks; A's own blocks (if any) run before them."""
+        if self.blocks_decoder is not None:
+            remote, decoder = open_blocks, self.blocks_decoder
+            open_blocks = lambda: ChainedBlocks(BlocksSession(decoder), remote())  # noqa: E731
         return PanguGenerator(self.config, self.backbone.embedding, self.backbone, self.head, open_blocks, use_past)
 
 
 def follower_decoder(config: PanguAlphaConfig, ckpt_path: Optional[str] = None) -> Tuple[BlocksDecoder, List[str]]:
-    """Party B's blocks (loaded from its newest checkpoint) ready for incremental decoding."""
-    backbone = PanguAlphaBackbone(config, parts=("blocks",), init=ckpt_path is None)
+    """Party B's blocks (those after A's `config.leader_layers`, loaded from its newest checkpoint)
+    ready for incremental decoding."""
+    backbone = PanguAlphaBackbone(config, parts=("blocks",), init=ckpt_path is None,
+                                  block_range=(int(config.leader_layers), config.num_blocks))
     files: List[str] = []
     if ckpt_path is not None:
         file, _ = find_checkpoint(ckpt_path, PREFIXES["backbone"], (os.path.join("checkpoints", "follower"),

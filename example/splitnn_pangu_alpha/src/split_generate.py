@@ -32,7 +32,7 @@ __all__ = ["MODEL_FIELDS", "model_settings", "PanguBlocksBackend", "RemoteBlocks
 
 # what both parties' model parts must agree on for generation (no training recipe, no batch size)
 MODEL_FIELDS = ("seq_length", "hidden_size", "num_heads", "num_layers", "ffn_hidden_size", "compute_dtype",
-                "hidden_act")
+                "hidden_act", "leader_layers")
 
 
 def model_settings(config: PanguAlphaConfig) -> Dict[str, str]:
