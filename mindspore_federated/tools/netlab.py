@@ -517,6 +517,10 @@ class NetLab:
         self._procs.append(proc)
         return proc
 
+    def socket(self, party: str) -> socket.socket:
+        """A TCP/IPv4 socket inside ``party``'s namespace, for probes from this process."""
+        return _socket_in(self.namespace(party))
+
     def cut(self, down_for: float = 0.0) -> int:
         """Reset every connection through the relays now; for ``down_for`` seconds new connections
         are reset as well. Returns how many connections were cut."""
