@@ -18,18 +18,29 @@ __version__ = "0.1.0"
 _PUBLIC = {
     "FLYamlData": "mindspore_federated.config.yaml_data",
     "FLModel": "mindspore_federated.trainer.fl_model",
+    "PartyGradOperation": "mindspore_federated.trainer.vfl_optim",
+    "PartyOptimizer": "mindspore_federated.trainer.vfl_optim",
+    "PartyGradScaler": "mindspore_federated.trainer.vfl_optim",
     "VerticalFederatedCommunicator": "mindspore_federated.communication.communicator",
     "ServerConfig": "mindspore_federated.communication.communicator",
     "SSLConfig": "mindspore_federated.communication.tls",
     "CompressConfig": "mindspore_federated.communication.compression",
 }
+# modules the original exposed as attributes of the package (mindspore_federated.vfl_utils, ...)
+_MODULES = {
+    "vfl_utils": "mindspore_federated.common.vfl_utils",
+    "tensor_utils": "mindspore_federated.common.tensor_utils",
+    "privacy": "mindspore_federated.privacy",
+}
 
-__all__ = sorted(_PUBLIC) + ["__version__"]
+__all__ = sorted(_PUBLIC) + sorted(_MODULES) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
     if name in _PUBLIC:
         return getattr(import_module(_PUBLIC[name]), name)
+    if name in _MODULES:
+        return import_module(_MODULES[name])
     raise AttributeError(f"module 'mindspore_federated' has no attribute {name!r}")
 
 

@@ -93,7 +93,8 @@ class VerticalFederatedCommunicator:
         for what, value in (("connect_timeout", connect_timeout), ("send_deadline", send_deadline)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
-        self.http_server_config = http_server_config
+        self._http_server_config = http_server_config
+        self._remote_server_config = remote_server_config
         self.remote_server_configs: Dict[str, ServerConfig] = {r.server_name: r for r in remotes}
         self._compress_configs = dict(compress_configs) if compress_configs else None
         self._options = dict(chunk_size=chunk_size, connect_timeout=float(connect_timeout),
@@ -120,6 +121,14 @@ class VerticalFederatedCommunicator:
         self._state = "new"
         self._state_lock = threading.Lock()
 
+    def http_server_config(self) -> ServerConfig:
+        """This party's ServerConfig (a method, as in the original)."""
+        return self._http_server_config
+
+    def remote_server_config(self) -> Union[ServerConfig, Sequence[ServerConfig]]:
+        """The peer ServerConfig(s), as given to the constructor (a method, as in the original)."""
+        return self._remote_server_config
+
     # --- lifecycle -------------------------------------------------------------------------------
     def launch(self) -> None:
         """Start listening on ``http_server_config.server_address``; raises OSError if it cannot."""
@@ -130,13 +139,13 @@ class VerticalFederatedCommunicator:
             service = transport.MessageService(self._inboxes, _decode, self._epoch, self._max_message_size,
                                                self._material, self._name)
             self._server, self._executor = transport.start_server(
-                self.http_server_config.server_address, service, self._material,
+                self._http_server_config.server_address, service, self._material,
                 max_workers=8 + 4 * len(self._inboxes))
             for name, config in self.remote_server_configs.items():
                 self._links[name] = self._new_link(name, config)
             self._state = "running"
         logger.info("communicator '%s' listening on %s (%s), peers: %s", self._name,
-                    self.http_server_config.server_address, "mutual TLS" if self._material else "plaintext",
+                    self._http_server_config.server_address, "mutual TLS" if self._material else "plaintext",
                     ", ".join(f"{n}@{c.server_address}" for n, c in self.remote_server_configs.items()))
 
     def _new_link(self, name: str, config: ServerConfig):
@@ -168,16 +177,18 @@ class VerticalFederatedCommunicator:
         self.close()
 
     # --- messages --------------------------------------------------------------------------------
-    def send_tensors(self, target_name: str, tensor_dict: Mapping) -> None:
-        """Send a (nested) dict of tensors to ``target_name``; returns once the peer acknowledged.
+    def send_tensors(self, target_server_name: str, tensor_dict: Mapping) -> None:
+        """Send a (nested) dict of tensors to ``target_server_name``; returns once the peer
+        acknowledged it.
 
         Raises TimeoutError when the peer did not acknowledge within ``send_deadline``,
         ConnectionRefusedError when it refused the message or the TLS connection. After a failure
         the message may or may not have been delivered; the next message starts a new sequence.
         """
+        target_name = target_server_name
         config = self._peer(target_name)
         segments = codec.dumps_segments(tensor_dict, self._compress_configs,
-                                        send_addr=self.http_server_config.server_address,
+                                        send_addr=self._http_server_config.server_address,
                                         recv_addr=config.server_address)
         with self._send_locks[target_name]:
             link = self._links[target_name]
@@ -200,8 +211,10 @@ class VerticalFederatedCommunicator:
         """Serialized bytes of all acknowledged messages (TLS and gRPC framing not included)."""
         return self._bytes_sent
 
-    def receive(self, target_name: str, timeout: Optional[float] = None) -> "OrderedDict[str, object]":
-        """The next message from ``target_name`` (blocks; ``timeout`` in s, None waits forever)."""
+    def receive(self, target_server_name: str, timeout: Optional[float] = None) -> "OrderedDict[str, object]":
+        """The next message from ``target_server_name`` (blocks; ``timeout`` in s, None waits
+        forever)."""
+        target_name = target_server_name
         config = self._peer(target_name, need_running=False)
         if self._state == "new":
             raise RuntimeError(f"communicator '{self._name}': call launch() before receive()")
@@ -217,7 +230,7 @@ class VerticalFederatedCommunicator:
     # --- helpers ---------------------------------------------------------------------------------
     @property
     def _name(self) -> str:
-        return self.http_server_config.server_name
+        return self._http_server_config.server_name
 
     def _peer(self, target_name: str, need_running: bool = True) -> ServerConfig:
         config = self.remote_server_configs.get(target_name)

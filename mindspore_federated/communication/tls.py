@@ -48,19 +48,23 @@ class SSLConfig:
     private key, either a PKCS#12 file (``.p12``/``.pfx``) or a PEM file holding the certificate
     (chain) and the (encrypted) private key; ``server_password``/``client_password`` open them.
     ``ca_cert_path``: PEM/DER CA certificate(s) both sides verify peers against.
+    The three paths may be left out here and set as attributes later, as in the original; a
+    communicator with ``enable_ssl=True`` refuses to start while one is missing.
     ``crl_path``: optional PEM/DER CRL signed by that CA; listed certificates are refused.
-    ``cipher_list``: colon-separated TLS 1.2 suites, a subset of :data:`ALLOWED_CIPHERS`.
+    ``cipher_list``: colon-separated TLS 1.2 suites; only :data:`ALLOWED_CIPHERS` (forward
+    secret, AEAD) are used, others are dropped with one warning naming them.
     ``cert_expire_warning_time_in_day``: warn when a certificate expires within that many days (7..180).
     """
 
-    def __init__(self, server_password: Password, client_password: Password, server_cert_path: str,
-                 client_cert_path: str, ca_cert_path: str, crl_path: Optional[str] = None,
+    def __init__(self, server_password: Password, client_password: Password,
+                 server_cert_path: Optional[str] = None, client_cert_path: Optional[str] = None,
+                 ca_cert_path: Optional[str] = None, crl_path: Optional[str] = None,
                  cipher_list: str = DEFAULT_CIPHER_LIST, cert_expire_warning_time_in_day: int = 90):
         self.server_password = server_password
         self.client_password = client_password
-        self.server_cert_path = _existing_file(server_cert_path, "server_cert_path")
-        self.client_cert_path = _existing_file(client_cert_path, "client_cert_path")
-        self.ca_cert_path = _existing_file(ca_cert_path, "ca_cert_path")
+        self.server_cert_path = _optional_file(server_cert_path, "server_cert_path")
+        self.client_cert_path = _optional_file(client_cert_path, "client_cert_path")
+        self.ca_cert_path = _optional_file(ca_cert_path, "ca_cert_path")
         self.crl_path = _existing_file(crl_path, "crl_path") if crl_path else None
         self.cipher_list = _validate_cipher_list(cipher_list)
         days = cert_expire_warning_time_in_day
@@ -81,14 +85,23 @@ def _existing_file(path, what: str) -> str:
     return str(path)
 
 
+def _optional_file(path, what: str) -> Optional[str]:
+    return None if path is None else _existing_file(path, what)
+
+
 def _validate_cipher_list(cipher_list: str) -> str:
+    """The allowed suites of ``cipher_list``, in its order. Others (the original's default has
+    PSK and CCM suites) are dropped with one warning; if none is left, the default list is used."""
     if not isinstance(cipher_list, str) or not cipher_list.strip():
         raise ValueError("cipher_list must be a non-empty colon-separated string of cipher suites")
     names = [c.strip() for c in cipher_list.split(":") if c.strip()]
-    bad = [c for c in names if c not in ALLOWED_CIPHERS]
-    if bad:
-        raise ValueError(f"cipher_list: unsupported or weak suites {bad}; allowed: {', '.join(ALLOWED_CIPHERS)}")
-    return ":".join(names)
+    kept = [c for c in names if c in ALLOWED_CIPHERS]
+    dropped = [c for c in names if c not in ALLOWED_CIPHERS]
+    if dropped:
+        logger.warning("cipher_list: dropped %s (only forward-secret AEAD suites are used: %s)%s",
+                       ", ".join(dropped), ", ".join(ALLOWED_CIPHERS),
+                       "" if kept else "; none left, using the default list")
+    return ":".join(kept) if kept else DEFAULT_CIPHER_LIST
 
 
 def apply_cipher_list(cipher_list: str) -> bool:
@@ -247,6 +260,12 @@ def certificate_names(cert: x509.Certificate) -> set:
 
 def load_tls_material(config: SSLConfig) -> TLSMaterial:
     """Open every file of ``config``, warn about certificates close to expiry, load the CRL."""
+    for what in ("server_cert_path", "client_cert_path", "ca_cert_path"):
+        path = getattr(config, what, None)
+        if path is None:
+            raise ValueError(f"SSLConfig.{what} is not set; TLS (enable_ssl=True) needs the server "
+                             f"certificate, the client certificate and the CA certificate")
+        _existing_file(path, f"SSLConfig.{what}")
     server_key, server_chain = load_key_and_chain(config.server_cert_path, config.server_password,
                                                   "server certificate")
     client_key, client_chain = load_key_and_chain(config.client_cert_path, config.client_password,

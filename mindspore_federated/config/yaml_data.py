@@ -1,7 +1,12 @@
 """Loading and validation of one party's split-learning yaml description.
 
-Everything is checked up front so that a typo in the yaml fails before any network is built
-or any message is sent, with an error that names the offending field by its path.
+Everything the original MindSpore Federated would only fail on later is checked up front, so a
+bad yaml fails before any network is built or any message is sent, with an error that names the
+offending field by its path. What the original tolerates (unknown keys) is a warning.
+
+Each parsed item is a dict holding the item's yaml (``item['name']``, as the original exposed
+it) with typed attributes beside it (``item.name``), so programs written for the original and
+this project's own code read the same objects.
 """
 import logging
 import math
@@ -18,6 +23,7 @@ ROLES = ("leader", "follower")
 SOURCES = ("local", "remote")
 DESTINATIONS = ("local", "remote")
 COMPRESS_TYPES = ("min_max", "bit_pack", "fp16", "bf16")
+NO_COMPRESS = "no_compress"  # the original's explicit "no compression"
 # compress types whose payload size is controlled by bit_num
 _BIT_COMPRESS_TYPES = ("min_max", "bit_pack")
 DEFAULT_BIT_NUM = 8
@@ -40,8 +46,16 @@ _FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 Sens = Union[None, float, str]
 
 
+class _YamlView(dict):
+    """The item's yaml mapping (the original's dict access), typed fields as attributes."""
+
+    def _fill(self, raw: Mapping[str, Any]) -> "_YamlView":
+        self.update(raw)
+        return self
+
+
 @dataclass
-class TensorItem:
+class TensorItem(_YamlView):
     """One named tensor of a net: an input (``source`` set) or an output (``destination`` set)."""
     name: str
     source: Optional[str] = None
@@ -51,7 +65,7 @@ class TensorItem:
 
 
 @dataclass
-class NetSpec:
+class NetSpec(_YamlView):
     """``model.train_net`` or ``model.eval_net``."""
     name: str
     inputs: List[TensorItem]
@@ -68,7 +82,7 @@ class NetSpec:
 
 
 @dataclass
-class GradSpec:
+class GradSpec(_YamlView):
     """One gradient term (``opts[i].grads[j]``) or one grad scaler (``grad_scalers[k]``).
 
     ``sens`` is None (plain gradient), a float (constant sensitivity) or a str (tag of the
@@ -83,13 +97,17 @@ class GradSpec:
 
 
 @dataclass
-class OptSpec:
+class OptSpec(_YamlView):
     """One ``opts`` entry: an optimizer and the gradient terms it applies."""
     type: str
     grads: List[GradSpec]
     params: List[str] = field(default_factory=list)
     hyper_parameters: Dict[str, Any] = field(default_factory=dict)
     path: str = ""
+
+
+class YamlFileNotFoundError(FileNotFoundError, ValueError):
+    """The yaml file does not exist (a ValueError too, as the original raised)."""
 
 
 def _type_name(value: Any) -> str:
@@ -105,15 +123,20 @@ class FLYamlData:
 
     ``FLYamlData(yaml_path)`` reads the file with ``yaml.safe_load``; the raw dict is kept as
     ``yaml_data``. Value problems raise ``ValueError``, type problems ``TypeError``, a missing
-    file ``FileNotFoundError``; every message starts with the path of the offending field.
-    Unknown keys are rejected (a misspelt optional key would otherwise be silently ignored),
-    except inside ``dataset`` (informational) and ``opts[].hyper_parameters`` (optimizer kwargs).
+    file ``FileNotFoundError`` (also a ``ValueError``); every message starts with the path of the
+    offending field. Unknown keys are ignored with a warning naming them (the original ignored
+    them silently), except inside ``dataset`` and ``opts[].hyper_parameters``, which are free-form.
+
+    The original's attributes are all here: ``train_net`` / ``eval_net`` / ``opts`` /
+    ``grad_scalers`` read as dicts and lists (``yaml_data.opts[0]['grads']``), besides typed
+    attributes (``yaml_data.opts[0].grads``); ``label_dp_eps`` / ``embedding_dp_eps`` exist only
+    when the yaml has the scheme, as in the original (its programs test them with ``hasattr``).
     """
 
     def __init__(self, yaml_path: Union[str, os.PathLike]) -> None:
         path = os.fspath(yaml_path)
         if not os.path.isfile(path):
-            raise FileNotFoundError(f"yaml file not found: {path!r}")
+            raise YamlFileNotFoundError(f"yaml file not found: {path!r}")
         with open(path, "r", encoding="utf-8") as handle:
             try:
                 raw = yaml.safe_load(handle)
@@ -135,10 +158,10 @@ class FLYamlData:
         if not isinstance(raw, Mapping):
             raise TypeError(f"<root>: expected a mapping of top-level keys, got {_type_name(raw)}")
         self.yaml_data: Dict[str, Any] = dict(raw)
-        _check_keys(raw, TOP_LEVEL_KEYS, "<root>")
         for key in ("role", "model", "opts"):
             if key not in raw:
                 raise ValueError(f"{key}: required key is missing")
+        _check_keys(raw, TOP_LEVEL_KEYS, "<root>")
 
         role = raw["role"]
         if not isinstance(role, str):
@@ -152,6 +175,7 @@ class FLYamlData:
         for key in _MODEL_KEYS:
             if key not in model:
                 raise ValueError(f"model.{key}: required key is missing")
+        self.model_data: Dict[str, Any] = model
         self.train_net: NetSpec = _parse_net(model["train_net"], "model.train_net", _NET_KEYS)
         self.eval_net: NetSpec = _parse_net(model["eval_net"], "model.eval_net", _EVAL_NET_KEYS)
 
@@ -182,6 +206,9 @@ class FLYamlData:
 
         dataset = raw.get("dataset")
         self.dataset: Dict[str, Any] = {} if dataset is None else dict(_mapping(dataset, "dataset"))
+        self.dataset_name: str = self.dataset.get("name") or ""
+        self.features: List[Any] = self.dataset.get("features") or []
+        self.labels: List[Any] = self.dataset.get("labels") or []
 
         self.hyper_parameters: Dict[str, Any] = _parse_hyper(raw.get("hyper_parameters"))
         self.epochs: int = self.hyper_parameters["epochs"]
@@ -191,8 +218,11 @@ class FLYamlData:
         self.privacy: Dict[str, Dict[str, Any]] = _parse_privacy(raw.get("privacy"))
         self.use_label_dp: bool = "label_dp" in self.privacy
         self.use_embedding_dp: bool = "embedding_dp" in self.privacy
-        self.label_dp_eps: Optional[float] = self.privacy.get("label_dp", {}).get("eps")
-        self.embedding_dp_eps: Optional[float] = self.privacy.get("embedding_dp", {}).get("eps")
+        # present only when configured: programs test hasattr(yaml_data, 'label_dp_eps')
+        if self.use_label_dp:
+            self.label_dp_eps: float = self.privacy["label_dp"]["eps"]
+        if self.use_embedding_dp:
+            self.embedding_dp_eps: Optional[float] = self.privacy["embedding_dp"]["eps"]
 
         ckpt_path = raw.get("ckpt_path", DEFAULT_CKPT_PATH)
         if ckpt_path is None:
@@ -233,6 +263,30 @@ class FLYamlData:
         return self.train_net.name
 
     @property
+    def train_net_ins(self) -> List[TensorItem]:
+        return self.train_net.inputs
+
+    @property
+    def train_net_outs(self) -> List[TensorItem]:
+        return self.train_net.outputs
+
+    @property
+    def train_net_in_names(self) -> List[str]:
+        return self.train_net.input_names
+
+    @property
+    def train_net_out_names(self) -> List[str]:
+        return self.train_net.output_names
+
+    @property
+    def eval_net_ins(self) -> List[TensorItem]:
+        return self.eval_net.inputs
+
+    @property
+    def eval_net_outs(self) -> List[TensorItem]:
+        return self.eval_net.outputs
+
+    @property
     def train_net_inputs(self) -> List[TensorItem]:
         return self.train_net.inputs
 
@@ -262,11 +316,12 @@ def _mapping(value: Any, path: str) -> Mapping[str, Any]:
 
 
 def _check_keys(value: Mapping[str, Any], allowed: tuple, path: str) -> None:
-    unknown = [k for k in value if k not in allowed]
-    if unknown:
-        where = f"{path}." if path != "<root>" else ""
-        raise ValueError(f"{where}{unknown[0]}: unknown key (allowed keys at {path}: "
-                         f"{', '.join(allowed)})")
+    """Warn about each unknown key: the original ignored them, a typo should still be visible."""
+    where = f"{path}." if path != "<root>" else ""
+    for key in value:
+        if key not in allowed:
+            logger.warning("%s%s: unknown key, ignored (known keys at %s: %s)", where, key, path,
+                           ", ".join(allowed))
 
 
 def _name(value: Any, path: str) -> str:
@@ -296,7 +351,7 @@ def _parse_item(raw: Any, path: str, direction_key: str, allowed_dirs: tuple,
     compress_type, bit_num = _parse_compress(item, path)
     result = TensorItem(name=name, compress_type=compress_type, bit_num=bit_num)
     setattr(result, direction_key, direction)
-    return result
+    return result._fill(item)
 
 
 def _parse_compress(item: Mapping[str, Any], path: str) -> tuple:
@@ -310,9 +365,11 @@ def _parse_compress(item: Mapping[str, Any], path: str) -> tuple:
     if not isinstance(compress_type, str):
         raise TypeError(f"{path}.compress_type: expected a string ({', '.join(COMPRESS_TYPES)}), "
                         f"got {_type_name(compress_type)}")
+    if compress_type == NO_COMPRESS:
+        return None, None
     if compress_type not in COMPRESS_TYPES:
         raise ValueError(f"{path}.compress_type: {compress_type!r} is not one of "
-                         f"{', '.join(COMPRESS_TYPES)}")
+                         f"{', '.join(COMPRESS_TYPES + (NO_COMPRESS,))}")
     if compress_type not in _BIT_COMPRESS_TYPES:
         if bit_num is not None and not (_is_number(bit_num) and bit_num == 16):
             raise ValueError(f"{path}.bit_num: {compress_type!r} always uses 16 bits; leave bit_num "
@@ -362,7 +419,9 @@ def _parse_net(raw: Any, path: str, keys: tuple) -> NetSpec:
     gt = net.get("gt")
     if gt is not None:
         gt = _name(gt, f"{path}.gt")
-    return NetSpec(name=name, inputs=inputs, outputs=outputs, gt=gt)
+    spec = NetSpec(name=name, inputs=inputs, outputs=outputs, gt=gt)._fill(net)
+    spec.update(inputs=inputs, outputs=outputs)  # the same item objects on both faces
+    return spec
 
 
 def _parse_sens(value: Any, path: str) -> Sens:
@@ -437,7 +496,7 @@ def _parse_grad(raw: Any, path: str, train_inputs: List[str], train_outputs: Lis
                          f"(outputs: {', '.join(train_outputs)})")
     sens = _parse_sens(grad.get("sens"), f"{path}.sens")
     params = _name_filters(grad.get("params"), f"{path}.params") if "params" in keys else []
-    return GradSpec(inputs=inputs, output=out_name, sens=sens, params=params, path=path)
+    return GradSpec(inputs=inputs, output=out_name, sens=sens, params=params, path=path)._fill(grad)
 
 
 def _coerce_hyper(value: Any) -> Any:
@@ -473,7 +532,12 @@ def _parse_opt(raw: Any, path: str, train_inputs: List[str], train_outputs: List
         if not isinstance(key, str):
             raise TypeError(f"{path}.hyper_parameters: keys must be strings, got {key!r}")
         hyper[key] = _coerce_hyper(hyper[key])
-    return OptSpec(type=opt_type, grads=grads, params=params, hyper_parameters=hyper, path=path)
+    spec = OptSpec(type=opt_type, grads=grads, params=params, hyper_parameters=hyper,
+                   path=path)._fill(opt)
+    spec["grads"] = grads
+    if "hyper_parameters" in opt:
+        spec["hyper_parameters"] = hyper
+    return spec
 
 
 def _parse_hyper(raw: Any) -> Dict[str, Any]:

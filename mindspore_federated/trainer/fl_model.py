@@ -9,6 +9,10 @@ each network output is the sum of the sensitivities of the terms on that output 
 outputs without a term). Passes that need the same sensitivities (typically a grad scaler and
 the optimizer on the same output with the same sens) share one vjp.
 
+Privacy is applied only where the program asks for it (``FLModel(..., label_dp=LabelDP(eps),
+embedding_dp=EmbeddingDP(eps))`` or the program's own calls): the yaml's ``privacy`` section only
+supplies eps, as in the original MindSpore Federated.
+
 In PyNative mode ``forward_one_step`` records the autodiff tape and ``backward_one_step`` reuses
 it when it is given the same input tensors, so a party runs one forward and one backward per
 step, like centralised training, and the backward sees the forward's own dropout masks.
@@ -25,6 +29,9 @@ import mindspore as ms
 from mindspore import nn, ops, Tensor, Parameter
 
 from mindspore_federated.config.yaml_data import FLYamlData, GradSpec, NetSpec, OptSpec
+from mindspore_federated.trainer.vfl_optim import (SensDict, as_tuple as _as_tuple, gather_inputs,
+                                                   grad_reducer, output_sensitivities,
+                                                   to_tensor as _to_tensor, zero_integer_grads)
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +41,6 @@ _GLOBAL_STEP_KEY = "global_step"
 # is naturally LIFO (embedding, backbone, head forward; head, backbone, embedding backward);
 # any other order falls back to recomputing the forward.
 _PENDING_TAPES: List["_ForwardTape"] = []
-SensDict = Mapping[str, Mapping[str, Any]]
 
 
 @dataclass
@@ -81,18 +87,6 @@ class _Pass:
     weight_grads: Dict[int, Any] = field(default_factory=dict)
 
 
-def _as_tuple(value: Any) -> tuple:
-    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
-
-
-def _to_tensor(value: Any, what: str) -> Tensor:
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (np.ndarray, np.generic, int, float, bool, list)):
-        return Tensor(np.asarray(value))
-    raise TypeError(f"{what}: expected a mindspore.Tensor or numpy array, got {type(value).__name__}")
-
-
 def _sens_key(terms: Sequence[GradSpec]) -> tuple:
     """Identity of a summed sensitivity: the multiset of (output, sens) of its terms."""
     return tuple(sorted(((t.output, repr(t.sens)) for t in terms)))
@@ -118,32 +112,46 @@ class FLModel:
             ``construct`` arguments to ``train_net.inputs``.
         loss_fn: if given, the network is trained as ``nn.WithLossCell(network, loss_fn)``.
         optimizers: None (build one optimizer per ``opts`` entry from yaml), a single user
-            optimizer (called once per step for all entries), or a list matched to ``opts`` by
-            position (a ``None`` element means "build this one from yaml"). User optimizers are
-            called as ``opt(*inputs_in_yaml_order, sens=sens)``, except those that take
-            gradients (an ``nn.Optimizer``, or an object with ``parameters`` and
-            ``apply_gradients(grads)``): for those FLModel computes the gradient of their
-            ``parameters`` from the matching ``opts`` entry, sharing backward passes with the
-            grad scalers, and calls ``opt(grads)`` / ``opt.apply_gradients(grads)``.
+            optimizer (called once per step for all entries), or a list: matched to ``opts`` by
+            position when it has one element per entry (a ``None`` element means "build this one
+            from yaml"), otherwise a list of user optimizers all called in turn (the original's
+            convention). User optimizers are called as ``opt(*inputs_in_yaml_order)``, or
+            ``opt(*inputs_in_yaml_order, sens=sens)`` when backward_one_step got a sens dict,
+            except those that take gradients (an ``nn.Optimizer``, or an object with
+            ``parameters`` and ``apply_gradients(grads)``): for those FLModel computes the
+            gradient of their ``parameters`` from the matching ``opts`` entry, sharing backward
+            passes with the grad scalers, and calls ``opt(grads)`` / ``opt.apply_gradients(grads)``.
         metrics: object with ``update(*eval_outputs, gt)``, or a dict/list of them.
         eval_network: Cell for ``eval_one_step``; defaults to ``network``.
+        label_dp: opt-in LabelDP (e.g. ``LabelDP(yaml_data.label_dp_eps)``) applied to the
+            ``eval_net.gt`` train input, once per batch. Default: none; a program that randomises
+            its labels itself (as the original's did) must not pass it too.
+        embedding_dp: opt-in EmbeddingDP applied to the float ``destination: remote`` outputs
+            the network computes (not to inputs passed through, nor to returned Parameters), in
+            forward and eval; the gradient received is applied straight through.
     """
 
     def __init__(self, yaml_data: FLYamlData, network: nn.Cell, loss_fn: Optional[nn.Cell] = None,
                  optimizers: Any = None, metrics: Any = None,
-                 eval_network: Optional[nn.Cell] = None) -> None:
+                 eval_network: Optional[nn.Cell] = None, *, label_dp: Any = None,
+                 embedding_dp: Any = None) -> None:
         if not isinstance(yaml_data, FLYamlData):
             raise TypeError(f"yaml_data: expected FLYamlData, got {type(yaml_data).__name__}")
         if not isinstance(network, nn.Cell):
             raise TypeError(f"network: expected a mindspore.nn.Cell, got {type(network).__name__}")
         self._yaml = yaml_data
         self._network = network
+        if eval_network is not None and not isinstance(eval_network, nn.Cell):
+            raise TypeError(f"eval_network: expected a mindspore.nn.Cell, got "
+                            f"{type(eval_network).__name__}")
         self._train_net = nn.WithLossCell(network, loss_fn) if loss_fn is not None else network
+        self._train_net.set_train(True)
         self._eval_net = eval_network if eval_network is not None else network
         self._metrics = metrics
         self.global_step: int = 0
+        self._ckpt_dir: str = yaml_data.ckpt_path
         self._tape: Optional[_ForwardTape] = None
-        self._embedding_dp, self._label_dp = self._setup_privacy()
+        self._embedding_dp, self._label_dp = self._setup_privacy(embedding_dp, label_dp)
         self._noisy_labels: Optional[Tuple[Any, Tensor]] = None
 
         self._named_trainable: List[Tuple[str, Parameter]] = [
@@ -157,26 +165,28 @@ class FLModel:
                                "checkpoints", type(opt).__name__)
 
     # ------------------------------------------------------------------ setup
-    def _setup_privacy(self) -> Tuple[Any, Any]:
-        """EmbeddingDP on the float activations this party sends; LabelDP on its labels."""
-        from mindspore_federated.privacy import EmbeddingDP, LabelDP, check_compatible  # pylint: disable=import-outside-toplevel
+    def _setup_privacy(self, embedding_dp: Any, label_dp: Any) -> Tuple[Any, Any]:
+        """Check the opted-in mechanisms against the yaml (never built from it implicitly)."""
+        from mindspore_federated.privacy import check_compatible  # pylint: disable=import-outside-toplevel
         yaml_data = self._yaml
-        embedding_dp = label_dp = None
-        if yaml_data.use_embedding_dp:
+        for what, mechanism in (("embedding_dp", embedding_dp), ("label_dp", label_dp)):
+            if mechanism is not None and not callable(mechanism):
+                raise TypeError(f"{what}: expected a callable such as "
+                                f"{'EmbeddingDP' if what == 'embedding_dp' else 'LabelDP'}(eps), "
+                                f"got {type(mechanism).__name__}")
+        if embedding_dp is not None:
             compress = yaml_data.compress_configs
             for item in yaml_data.train_net.outputs:
                 if item.destination == "remote":
                     check_compatible(item.name, True, compress.get(item.name))
-            embedding_dp = EmbeddingDP(yaml_data.embedding_dp_eps)
-            logger.info("EmbeddingDP (eps=%s) on the remote outputs of %r", yaml_data.embedding_dp_eps,
-                        yaml_data.train_net.name)
-        if yaml_data.use_label_dp:
+            logger.info("%r on the remote outputs of %r", embedding_dp, yaml_data.train_net.name)
+        if label_dp is not None:
             gt = yaml_data.eval_net.gt
             if gt is None or gt not in yaml_data.train_net.input_names:
-                raise ValueError("privacy.label_dp: model.eval_net.gt must name the label tensor, "
+                raise ValueError("label_dp: model.eval_net.gt must name the label tensor, "
                                  "an input of train_net (inputs: "
                                  f"{', '.join(yaml_data.train_net.input_names)}; gt: {gt!r})")
-            label_dp = LabelDP(yaml_data.label_dp_eps)
+            logger.info("%r on the labels %r of %r", label_dp, gt, yaml_data.train_net.name)
         return embedding_dp, label_dp
 
     @property
@@ -197,24 +207,33 @@ class FLModel:
         return [b.optimizer for b in self._built_opts] + list(self._user_opts)
 
     def _filter_params(self, filters: Sequence[str], candidates: List[Tuple[str, Parameter]],
-                       path: str) -> List[Tuple[str, Parameter]]:
+                       path: str, warn: bool = False) -> List[Tuple[str, Parameter]]:
+        """The candidates matching any filter. A filter matching nothing is tolerated (the
+        original's own yamls have one), with a warning when ``warn``; nothing matched at all
+        leaves the optimizer without parameters, which is an error."""
         if not filters:
             return list(candidates)
+        shown = ", ".join(p.name for _, p in candidates[:8])
+        more = f", ... ({len(candidates)} in all)" if len(candidates) > 8 else ""
         for j, flt in enumerate(filters):
-            if not any(flt in name or flt in p.name for name, p in candidates):
-                shown = ", ".join(p.name for _, p in candidates[:8])
-                more = f", ... ({len(candidates)} in all)" if len(candidates) > 8 else ""
-                raise ValueError(f"{path}[{j}].name: {flt!r} matches no trainable parameter of "
-                                 f"train_net {self._yaml.train_net.name!r} (parameters: "
-                                 f"{shown or 'none'}{more})")
-        return [(n, p) for n, p in candidates if _matches(filters, (n, p.name))]
+            if warn and not any(flt in name or flt in p.name for name, p in candidates):
+                logger.warning("%s[%d].name: %r matches no trainable parameter of train_net %r, "
+                               "ignored (parameters: %s%s)", path, j, flt,
+                               self._yaml.train_net.name, shown or "none", more)
+        found = [(n, p) for n, p in candidates if _matches(filters, (n, p.name))]
+        if not found:
+            raise ValueError(f"{path}: none of the filters {list(filters)} matches a trainable "
+                             f"parameter of train_net {self._yaml.train_net.name!r} (parameters: "
+                             f"{shown or 'none'}{more})")
+        return found
 
     def _check_param_filters(self) -> None:
-        """Every params filter must match something, user optimizer or not (SPEC §2.1)."""
+        """Warn about params filters that match nothing, user optimizer or not (SPEC §2.1)."""
         for i, spec in enumerate(self._yaml.opts):
-            own = self._filter_params(spec.params, self._named_trainable, f"opts[{i}].params")
+            own = self._filter_params(spec.params, self._named_trainable, f"opts[{i}].params",
+                                      warn=True)
             for j, term in enumerate(spec.grads):
-                self._filter_params(term.params, own, f"opts[{i}].grads[{j}].params")
+                self._filter_params(term.params, own, f"opts[{i}].grads[{j}].params", warn=True)
 
     def _setup_optimizers(self, optimizers: Any) -> Tuple[List[Any], List[_BuiltOpt]]:
         specs = self._yaml.opts
@@ -222,10 +241,13 @@ class FLModel:
             slots: List[Any] = [None] * len(specs)
         elif isinstance(optimizers, (list, tuple)):
             if len(optimizers) != len(specs):
+                if all(callable(o) and not _takes_gradients(o) for o in optimizers):
+                    return list(optimizers), []  # the original's list: all called in turn
                 raise ValueError(
                     f"optimizers: got a list of {len(optimizers)} but the yaml declares "
                     f"{len(specs)} opts entries ({', '.join(s.type for s in specs) or 'none'}); "
-                    f"a list is matched to opts by position")
+                    f"a list holding optimizers that take gradients (or None) is matched to "
+                    f"opts by position")
             slots = list(optimizers)
         else:
             if not callable(optimizers) and not _takes_gradients(optimizers):
@@ -266,7 +288,7 @@ class FLModel:
                              f"failed: {err}") from err
         return _BuiltOpt(index=index, spec=spec, optimizer=optimizer, params=params,
                          groups=self._term_groups(spec, named, path),
-                         reducer=self._make_reducer(optimizer))
+                         reducer=grad_reducer(optimizer.parameters, type(optimizer).__name__))
 
     def _wrap_optimizer(self, index: int, spec: OptSpec, optimizer: Any) -> _BuiltOpt:
         """A user optimizer that takes gradients: FLModel differentiates for its parameters."""
@@ -280,7 +302,8 @@ class FLModel:
         named = [(n, p) for n, p in self._named_trainable if id(p) in {id(q) for q in params}]
         return _BuiltOpt(index=index, spec=spec, optimizer=optimizer, params=params,
                          groups=self._term_groups(spec, named, f"opts[{index}]"),
-                         reducer=self._make_reducer(optimizer), user_given=True)
+                         reducer=grad_reducer(optimizer.parameters, type(optimizer).__name__),
+                         user_given=True)
 
     def _term_groups(self, spec: OptSpec, named: List[Tuple[str, Parameter]],
                      path: str) -> List[_TermGroup]:
@@ -292,25 +315,6 @@ class FLModel:
                 groups[key] = _TermGroup(terms=[], params=[p for _, p in sub])
             groups[key].terms.append(term)
         return list(groups.values())
-
-    @staticmethod
-    def _make_reducer(optimizer: Any) -> Any:
-        """Under DATA_PARALLEL, all-reduce gradients across replicas before applying them."""
-        mode = ms.get_auto_parallel_context("parallel_mode")
-        if mode != ms.ParallelMode.DATA_PARALLEL:
-            return None
-        from mindspore import communication  # pylint: disable=import-outside-toplevel
-        # the reducer crashes the process (not an exception) if communication is not initialised
-        if not communication.GlobalComm.INITED:
-            raise RuntimeError("parallel_mode is DATA_PARALLEL but distributed communication is "
-                               "not initialised; call mindspore.communication.init() before "
-                               "building FLModel")
-        degree = communication.get_group_size()
-        mean = ms.get_auto_parallel_context("gradients_mean")
-        logger.info("DATA_PARALLEL: gradients of %s reduced over %d devices (mean=%s)",
-                    type(optimizer).__name__, degree, mean)
-        return nn.DistributedGradReducer(optimizer.parameters, mean, degree,
-                                         group=communication.GlobalComm.WORLD_COMM_GROUP)
 
     # ----------------------------------------------------------------- inputs
     def _train_inputs(self, local_data_batch: Optional[Mapping[str, Any]],
@@ -330,23 +334,8 @@ class FLModel:
     def _gather(self, net: NetSpec, which: str, local_data_batch: Optional[Mapping[str, Any]],
                 remote_data_batch: Optional[Mapping[str, Any]]) -> Tuple[List[Tensor], Dict]:
         """Inputs in yaml order (as Tensors) and the merged batch."""
-        batch: Dict[str, Any] = {}
-        for arg, given in (("local_data_batch", local_data_batch),
-                           ("remote_data_batch", remote_data_batch)):
-            if given is None:
-                continue
-            if not isinstance(given, Mapping):
-                raise TypeError(f"{arg}: expected a dict of name -> Tensor, "
-                                f"got {type(given).__name__}")
-            batch.update(given)
-        values = []
-        for item in net.inputs:
-            if item.name not in batch:
-                raise ValueError(
-                    f"missing input data {item.name!r} ({which} {net.name!r} of the "
-                    f"{self._yaml.role} party; given: {', '.join(map(str, batch)) or 'nothing'})")
-            values.append(_to_tensor(batch[item.name], f"input {item.name!r}"))
-        return values, batch
+        return gather_inputs(net, local_data_batch, remote_data_batch,
+                             f"{which} {net.name!r} of the {self._yaml.role} party")
 
     def _name_outputs(self, outputs: Any, net: NetSpec, which: str) -> "OrderedDict[str, Tensor]":
         outs = _as_tuple(outputs)
@@ -370,7 +359,7 @@ class FLModel:
             outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
         else:
             outputs, vjp_fn = ms.vjp(self._train_net, *inputs)
-        named = self._name_outputs(outputs, net, "train_net")
+        named = self._privatize(self._name_outputs(outputs, net, "train_net"))
         # A Parameter returned as an output (a tied table) must not reach the peer's autodiff
         # as the Parameter itself: recording it there would corrupt this party's pending tape.
         for name, value in named.items():
@@ -379,7 +368,7 @@ class FLModel:
         self._tape = _ForwardTape(values=tuple(batch[item.name] for item in net.inputs),
                                   weights=weights, vjp_fn=vjp_fn, outputs=outputs)
         _PENDING_TAPES.append(self._tape)
-        return self._privatize(named)
+        return named
 
     def _drop_tape(self) -> None:
         if self._tape is not None:
@@ -389,9 +378,10 @@ class FLModel:
     def _privatize(self, named: "OrderedDict[str, Tensor]", net: Optional[NetSpec] = None
                    ) -> "OrderedDict[str, Tensor]":
         """EmbeddingDP on the float activations bound for the peer. Outputs that merely pass an
-        input through (an attention mask, position ids) carry no learned features and are left
-        alone. The gradient that comes back is applied to the exact activations
-        (straight-through): the quantiser has no gradient."""
+        input through (an attention mask, position ids) carry no learned features, and a returned
+        Parameter (a tied weight table) is a weight, not an activation: both are left alone.
+        The gradient that comes back is applied to the exact activations (straight-through):
+        the quantiser has no gradient."""
         if self._embedding_dp is None:
             return named
         net = net or self._yaml.train_net
@@ -399,7 +389,7 @@ class FLModel:
         for item in net.outputs:
             value = named[item.name]
             if (item.destination == "remote" and item.name not in passed_through
-                    and ops.is_floating_point(value)):
+                    and not isinstance(value, Parameter) and ops.is_floating_point(value)):
                 named[item.name] = self._embedding_dp(value)
         return named
 
@@ -436,28 +426,6 @@ class FLModel:
         return tape
 
     # --------------------------------------------------------------- backward
-    def _term_sens(self, term: GradSpec, out: Tensor, sens: SensDict) -> Tensor:
-        if term.sens is None:
-            return ops.ones_like(out)
-        if isinstance(term.sens, float):
-            return ops.full_like(out, term.sens)
-        tag = term.sens
-        if tag not in sens:
-            raise ValueError(f"{term.path}.sens: tag {tag!r} not in the received sens dict "
-                             f"(tags: {', '.join(map(str, sens)) or 'none'})")
-        inner = sens[tag]
-        if not isinstance(inner, Mapping) or term.output not in inner:
-            keys = ", ".join(map(str, inner)) if isinstance(inner, Mapping) else type(inner).__name__
-            raise ValueError(f"{term.path}.sens: sens[{tag!r}] has no tensor for output "
-                             f"{term.output!r} (has: {keys})")
-        value = _to_tensor(inner[term.output], f"sens[{tag!r}][{term.output!r}]")
-        if tuple(value.shape) != tuple(out.shape):
-            raise ValueError(f"{term.path}.sens: sens[{tag!r}][{term.output!r}] has shape "
-                             f"{tuple(value.shape)}, output {term.output!r} has {tuple(out.shape)}")
-        if value.dtype != out.dtype:
-            value = value.astype(out.dtype)
-        return value
-
     def _run_pass(self, pas: _Pass, inputs: List[Tensor], sens: SensDict,
                   tape: Optional[_ForwardTape] = None) -> None:
         if tape is not None:  # differentiates all weights; this pass keeps those it needs
@@ -468,27 +436,13 @@ class FLModel:
                 outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
             else:
                 outputs, vjp_fn = ms.vjp(self._train_net, *inputs)
-        outs = _as_tuple(outputs)
-        net = self._yaml.train_net
-        if len(outs) != len(net.outputs):
-            raise ValueError(f"train_net {net.name!r} returned {len(outs)} outputs but the yaml "
-                             f"lists {len(net.outputs)} ({', '.join(net.output_names)})")
-        index = {name: i for i, name in enumerate(net.output_names)}
-        sens_list: List[Any] = [None] * len(outs)
-        for term in pas.terms:
-            i = index[term.output]
-            value = self._term_sens(term, outs[i], sens)
-            sens_list[i] = value if sens_list[i] is None else sens_list[i] + value
-        sens_list = [ops.zeros_like(o) if s is None else s for s, o in zip(sens_list, outs)]
-        grads = vjp_fn(tuple(sens_list) if isinstance(outputs, (tuple, list)) else sens_list[0])
+        grads = vjp_fn(output_sensitivities(pas.terms, outputs, self._yaml.train_net, sens))
         if weights:
             input_grads, weight_grads = grads
             pas.weight_grads = {id(p): g for p, g in zip(weights, _as_tuple(weight_grads))}
         else:
             input_grads = grads
-        # integer/bool data (token ids, masks) has no gradient, even when passed through
-        pas.input_grads = tuple(g if ops.is_floating_point(x) else ops.zeros_like(x)
-                                for g, x in zip(_as_tuple(input_grads), inputs))
+        pas.input_grads = zero_integer_grads(_as_tuple(input_grads), inputs)
 
     def backward_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
                           remote_data_batch: Optional[Mapping[str, Any]] = None,
@@ -538,7 +492,10 @@ class FLModel:
         for built, keys in zip(self._built_opts, group_keys):
             self._apply_built(built, [passes[k] for k in keys])
         for opt in self._user_opts:
-            opt(*inputs, sens=sens)
+            if sens:
+                opt(*inputs, sens=sens)
+            else:
+                opt(*inputs)
         self.global_step += 1
         return result
 
@@ -607,8 +564,13 @@ class FLModel:
         return state
 
     def save_ckpt(self, path: Optional[str] = None) -> str:
-        """Write ``<train_net.name>_step_<global_step>.ckpt`` under ``path`` (or yaml ckpt_path)."""
-        directory = path if path is not None else self._yaml.ckpt_path
+        """Write ``<train_net.name>_step_<global_step>.ckpt`` under ``path`` (or yaml ckpt_path).
+
+        As in the original, a ``path`` given here becomes the directory a later
+        ``load_ckpt()`` without a path reads from."""
+        if path is not None:
+            self._ckpt_dir = path
+        directory = self._ckpt_dir
         os.makedirs(directory, exist_ok=True)
         file = os.path.join(directory, f"{self._yaml.train_net.name}_step_{self.global_step}.ckpt")
         entries = [{"name": name, "data": p} for name, p in self._state().items()]
@@ -640,29 +602,58 @@ class FLModel:
             data = data.astype(param.dtype)
         param.set_data(data)
 
-    def load_ckpt(self, phrase: str = "train", path: Optional[str] = None) -> str:
+    def load_ckpt(self, phrase: str = "eval", path: Optional[str] = None) -> str:
         """Load a checkpoint file, or the newest one (highest step) of a directory.
 
-        ``'train'`` restores weights, optimizer state and ``global_step`` (all must be present);
-        ``'eval'`` loads the weights into the eval network. Returns the file loaded.
+        ``'eval'`` (the default, as in the original) loads the weights into the eval network.
+        ``'train'`` restores the training network's weights (all must be present) and, when the
+        file has them, the optimizer state and ``global_step``; a weight-only checkpoint (the
+        original's, or ``mindspore.save_checkpoint(net)``) resumes with fresh optimizer state,
+        with a warning. Returns the file loaded.
         """
         if phrase not in ("train", "eval"):
             raise ValueError(f"phrase: expected 'train' or 'eval', got {phrase!r}")
-        file = self._resolve_ckpt(path if path is not None else self._yaml.ckpt_path)
+        file = self._resolve_ckpt(path if path is not None else self._ckpt_dir)
         data = ms.load_checkpoint(file)
         if phrase == "train":
-            state = self._state()
-            missing = [name for name in list(state) + [_GLOBAL_STEP_KEY] if name not in data]
-            if missing:
-                raise ValueError(f"{file}: checkpoint lacks {len(missing)} entries needed to resume "
-                                 f"training, e.g. {', '.join(missing[:5])}")
-            for name, p in state.items():
-                self._assign(p, data[name], name, file)
-            self.global_step = int(np.asarray(data[_GLOBAL_STEP_KEY].asnumpy()).reshape(-1)[0])
+            self._load_train(data, file)
         else:
             self._load_eval(data, file)
         logger.info("loaded checkpoint %s (%s, global_step %d)", file, phrase, self.global_step)
         return file
+
+    def _load_train(self, data: Mapping[str, Any], file: str) -> None:
+        weight_ids = {id(p) for _, p in self._train_net.parameters_and_names()}
+        state = self._state()
+        found, missing = {}, []
+        for name, p in state.items():
+            # our own entry name, else for a weight its Parameter name (what
+            # mindspore.save_checkpoint(net) and the original wrote)
+            key = name if name in data else None
+            if key is None and id(p) in weight_ids:
+                key = p.name if p.name in data else None
+                if key is None:
+                    missing.append(name)
+            if key is not None:
+                found[name] = key
+        if missing:
+            raise ValueError(f"{file}: checkpoint lacks {len(missing)} weights of train_net "
+                             f"{self._yaml.train_net.name!r}, e.g. {', '.join(missing[:5])}")
+        for name, key in found.items():
+            self._assign(state[name], data[key], key, file)
+        absent = [name for name in state if name not in found]
+        if absent:
+            logger.warning("%s: weights only, %d optimizer state entries not in the checkpoint "
+                           "(e.g. %s) keep their current values", file, len(absent),
+                           ", ".join(absent[:3]))
+        if _GLOBAL_STEP_KEY in data:
+            self.global_step = int(np.asarray(data[_GLOBAL_STEP_KEY].asnumpy()).reshape(-1)[0])
+            for built in self._built_opts:  # the original's checkpoints: step, no optimizer state
+                step = getattr(built.optimizer, "global_step", None)
+                if isinstance(step, Parameter) and f"opts.{built.index}.global_step" not in found:
+                    step.set_data(Tensor(np.full(step.shape, self.global_step), step.dtype))
+        else:
+            logger.warning("%s: no global_step in the checkpoint, keeping %d", file, self.global_step)
 
     def _load_eval(self, data: Mapping[str, Any], file: str) -> None:
         loaded, missing = 0, []

@@ -146,7 +146,7 @@ def test_close_unblocks_receive_frees_port_and_threads():
     thread.join(5)
     assert errors and "closed" in str(errors[0])
     with socket.socket() as sock:  # the port is free again
-        sock.bind(("127.0.0.1", int(leader.http_server_config.server_address.rsplit(":", 1)[1])))
+        sock.bind(("127.0.0.1", int(leader.http_server_config().server_address.rsplit(":", 1)[1])))
     deadline = time.monotonic() + 5
     while threading.active_count() > before + 1 and time.monotonic() < deadline:
         time.sleep(0.1)  # grpc's own polling thread may linger briefly

@@ -13,7 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 
 from mindspore_federated import SSLConfig
-from mindspore_federated.communication.tls import RevocationList, load_key_and_chain, load_tls_material
+from mindspore_federated.communication.tls import (ALLOWED_CIPHERS, DEFAULT_CIPHER_LIST, RevocationList,
+                                                   load_key_and_chain, load_tls_material)
 from tests.communication.conftest import PASSWORD, free_port, ssl_kwargs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -78,8 +79,8 @@ def test_ssl_config_validation(pki):
     for days in (6, 181, 30.5, True):
         with pytest.raises(ValueError, match="cert_expire_warning_time_in_day"):
             SSLConfig(**kwargs, cert_expire_warning_time_in_day=days)
-    with pytest.raises(ValueError, match="weak suites.*AES128-SHA"):
-        SSLConfig(**kwargs, cipher_list="ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA")
+    kept = SSLConfig(**kwargs, cipher_list="ECDHE-RSA-AES128-GCM-SHA256:AES128-SHA").cipher_list
+    assert kept == "ECDHE-RSA-AES128-GCM-SHA256"      # weak suites are dropped, not refused
     with pytest.raises(FileNotFoundError, match="ca_cert_path"):
         SSLConfig(**{**kwargs, "ca_cert_path": str(Path(pki.dir) / "missing.pem")})
     assert PASSWORD not in repr(SSLConfig(**kwargs))
@@ -137,3 +138,38 @@ def test_gen_certs_command(tmp_path):
     crl = x509.load_pem_x509_crl((out / "crl.pem").read_bytes())
     bob = x509.load_pem_x509_certificates((out / "bob_client.pem").read_bytes())[0]
     assert crl.get_revoked_certificate_by_serial_number(bob.serial_number) is not None
+
+
+# the original's own default cipher_list (mindspore_federated.startup.ssl_config, upstream)
+_ORIGINAL_DEFAULT = ("ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384:"
+                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-CHACHA20-POLY1305:ECDHE-PSK-CHACHA20-POLY1305:"
+                     "ECDHE-ECDSA-AES128-CCM:ECDHE-ECDSA-AES256-CCM:ECDHE-ECDSA-CHACHA20-POLY1305")
+
+
+def test_original_cipher_list_is_accepted_with_one_warning(pki, caplog):
+    with caplog.at_level(logging.WARNING, logger="mindspore_federated.communication.tls"):
+        config = SSLConfig(**ssl_kwargs(pki, "leader"), cipher_list=_ORIGINAL_DEFAULT)
+    warnings = [r.getMessage() for r in caplog.records if "cipher_list" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    for suite in ("ECDHE-PSK-CHACHA20-POLY1305", "ECDHE-ECDSA-AES128-CCM", "ECDHE-ECDSA-AES256-CCM"):
+        assert suite in warnings[0] and suite not in config.cipher_list
+    assert config.cipher_list.split(":") == [c for c in _ORIGINAL_DEFAULT.split(":") if c in ALLOWED_CIPHERS]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="mindspore_federated.communication.tls"):
+        assert SSLConfig(**ssl_kwargs(pki, "leader"), cipher_list="AES128-SHA").cipher_list == DEFAULT_CIPHER_LIST
+    assert "none left, using the default list" in caplog.text
+
+
+def test_certificate_paths_may_come_later(pki):
+    """As in the original, SSLConfig(server_password, client_password) alone is valid; TLS refuses
+    to start until the paths are set, naming the missing one."""
+    kwargs = ssl_kwargs(pki, "leader")
+    config = SSLConfig(kwargs["server_password"], kwargs["client_password"])
+    with pytest.raises(ValueError, match="SSLConfig.server_cert_path is not set"):
+        load_tls_material(config)
+    config.server_cert_path = kwargs["server_cert_path"]
+    config.client_cert_path = kwargs["client_cert_path"]
+    with pytest.raises(ValueError, match="SSLConfig.ca_cert_path is not set"):
+        load_tls_material(config)
+    config.ca_cert_path = kwargs["ca_cert_path"]
+    assert load_tls_material(config).client_leaf is not None

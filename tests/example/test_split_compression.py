@@ -147,8 +147,10 @@ def test_embedding_dp_with_min_max_on_the_same_tensor_is_refused():
     from src.split_pangu_alpha import EmbeddingLossNet, yaml_path
     raw = FLYamlData(yaml_path("embedding_compressed")).yaml_data
     bad = FLYamlData.from_dict(dict(raw, privacy={"embedding_dp": {"eps": 1.0}}))
+    from mindspore_federated.privacy import EmbeddingDP
     with pytest.raises(ValueError, match="EmbeddingDP and min_max"):
-        FLModel(bad, EmbeddingLossNet(get_config("tiny", vocab_size=1000)), optimizers=[])
+        FLModel(bad, EmbeddingLossNet(get_config("tiny", vocab_size=1000)), optimizers=[],
+                embedding_dp=EmbeddingDP(bad.embedding_dp_eps))
 
 
 def test_in_process_compress_mismatch_is_refused():

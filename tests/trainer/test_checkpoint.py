@@ -102,10 +102,23 @@ def test_missing_checkpoint_errors(tmp_path):
         parties.f.load_ckpt("resume")
 
 
-def test_checkpoint_without_optimizer_state_is_refused(tmp_path):
+def test_weight_only_checkpoint_loads_for_train_and_eval(tmp_path, caplog):
+    """The original saved weights only (mindspore.save_checkpoint(train_network)): training
+    resumes from them with fresh optimizer state, with a warning; missing weights are an error."""
     parties, nets = _setup(tmp_path, "yaml", 1, tmp_path / "c")
     weights_only = str(tmp_path / "weights.ckpt")
-    ms.save_checkpoint(nets[0], weights_only)
-    with pytest.raises(ValueError, match="lacks .* entries needed to resume"):
-        parties.f.load_ckpt("train", weights_only)
-    parties.f.load_ckpt("eval", weights_only)      # weights alone are fine for eval
+    ms.save_checkpoint(nets[0], weights_only, append_dict={"global_step": 4})
+    fresh, fresh_nets = _setup(tmp_path, "yaml", 9, tmp_path / "c")
+    with caplog.at_level("WARNING"):
+        fresh.f.load_ckpt("train", weights_only)
+    assert "weights only" in caplog.text
+    for a, b in zip(params_np(nets[0]), params_np(fresh_nets[0])):
+        np.testing.assert_array_equal(a, b)
+    assert fresh.f.global_step == 4
+    assert int(fresh.f.optimizers[0].global_step.asnumpy().reshape(-1)[0]) == 4
+    parties.f.load_ckpt(path=weights_only)      # default phrase 'eval', as in the original
+
+    partial = str(tmp_path / "partial.ckpt")
+    ms.save_checkpoint([{"name": p.name, "data": p} for p in nets[0].trainable_params()[:1]], partial)
+    with pytest.raises(ValueError, match="lacks .* weights of train_net"):
+        fresh.f.load_ckpt("train", partial)

@@ -35,6 +35,7 @@ from mindspore import Tensor
 
 from mindspore_federated import FLModel, FLYamlData
 from mindspore_federated.communication.compression import configs_of
+from mindspore_federated.privacy import EmbeddingDP
 
 from .lr_schedule import default_warmup_steps, lr_at
 from .pangu_alpha import count_parameters
@@ -436,7 +437,9 @@ class LeaderParty(_Party):
         self.embedding_opt = PanguAlphaAdam(self.embedding_net, emb_yaml, config, warmup, decay)
         self.head_opt = PanguAlphaAdam(self.head_net, head_yaml, config, warmup, decay)
         self.metric = PerplexityMetric()
-        self.embedding = FLModel(emb_yaml, self.embedding_net, optimizers=self.embedding_opt)
+        # --embedding_dp opts in explicitly: the yaml's privacy section only supplies eps
+        self.embedding = FLModel(emb_yaml, self.embedding_net, optimizers=self.embedding_opt,
+                                 embedding_dp=EmbeddingDP(emb_yaml.embedding_dp_eps) if embedding_dp else None)
         self.head = FLModel(head_yaml, self.head_net, optimizers=self.head_opt,
                             eval_network=HeadEvalNet(self.head_net), metrics=self.metric)
         self.set_train(True)
