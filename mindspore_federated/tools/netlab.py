@@ -53,7 +53,7 @@ from typing import Deque, Dict, List, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["NetLab", "netlab_unavailable"]
+__all__ = ["NetLab", "netlab_unavailable", "parse_rate", "remove_stale_namespaces"]
 
 _NS_PREFIX = "msfnet-"
 _CLONE_NEWNET = 0x40000000
@@ -512,7 +512,9 @@ class NetLab:
 
     def popen(self, party: str, cmd: Sequence[str], **kwargs) -> subprocess.Popen:
         """Start ``cmd`` inside ``party``'s namespace (``ip netns exec`` execs it: the Popen's pid
-        is the program's, so ``kill -9`` reaches it). Stopped, if still running, on close()."""
+        is the program's, so ``kill -9`` reaches it). It gets its own process group, which
+        close() kills if it is still running."""
+        kwargs.setdefault("start_new_session", True)
         proc = subprocess.Popen(["ip", "netns", "exec", self.namespace(party), *cmd], **kwargs)
         self._procs.append(proc)
         return proc
@@ -532,7 +534,10 @@ class NetLab:
         """Stop what the lab started and delete its namespaces (idempotent)."""
         for proc in self._procs:
             if proc.poll() is None:
-                proc.kill()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    proc.kill()
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:

@@ -151,6 +151,21 @@ def test_cut_every_bytes_drops_the_link_mid_transfer():
         assert 0 < len(server.received) <= 300_000
 
 
+def test_cut_every_seconds_resets_an_idle_connection():
+    with NetLab(rate="1gbit", cut_every_s=0.3) as lab:
+        server = _Server(lab)
+        client = _client(lab)
+        _round_trip(client)
+        client.settimeout(5)
+        t0 = time.perf_counter()
+        with pytest.raises(ConnectionResetError):
+            client.recv(1)                      # nothing is sent: only the cut ends the wait
+        assert time.perf_counter() - t0 < 3
+        client.close()
+        server.close()
+        assert lab.cuts >= 1
+
+
 def test_everything_is_deleted_on_exit_even_after_an_error():
     lab = NetLab(rate="100mbit", rtt_ms=5)
     with pytest.raises(RuntimeError, match="boom"):
