@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -216,10 +217,16 @@ def test_bad_settings_are_refused_with_the_reason():
     assert parse_rate("1gbit") == 10 ** 9 and parse_rate("2.5mbit") == 2_500_000
 
 
-def test_command_line_holds_the_lab_until_interrupted():
-    proc = subprocess.Popen([sys.executable, "-m", "mindspore_federated.tools.netlab", "--rtt_ms", "10",
-                             "--rate", "100mbit"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env=dict(os.environ, PYTHONPATH=REPO))
+def _documented_command() -> list:
+    """The command line of docs/netlab.md, as written (with this interpreter for .venv/bin/python)."""
+    with open(os.path.join(REPO, "docs", "netlab.md"), encoding="utf-8") as f:
+        line = next(l for l in f if l.startswith(".venv/bin/python -m mindspore_federated.tools.netlab"))
+    return [sys.executable] + shlex.split(line)[1:]
+
+
+def test_documented_command_line_holds_the_lab_until_interrupted():
+    proc = subprocess.Popen(_documented_command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO))
     lines = []
     try:
         for line in proc.stdout:
