@@ -129,7 +129,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     def note(text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
-    results: Dict[str, object] = {"local": {c: [] for c in COMPRESS}, "network": {}, "death": []}
+    results: Dict[str, object] = {"local": {c: [] for c in COMPRESS}, "network": {}, "death": [],
+                                  "load_before": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory(prefix="bench_network_") as tmp_name:
         tmp = Path(tmp_name)
         pki = make_pki(tmp / "pki", NetLab(rate=args.rate))
@@ -151,9 +152,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                 results["death"].append(event)  # type: ignore[union-attr]
                 note(f"kill -9 {victim}: {event}")
 
-    print(f"\nPanGu-alpha `{args.config}` (vocab {args.vocab_size}), CPU, {args.steps} timed steps after {args.warmup} "
-          f"warm-up, synthetic data, dropout 0; two processes in two network namespaces, {args.rate} each way "
-          f"(tc tbf), mutual TLS.\n")
+    results["load_after"] = os.getloadavg()[0]
+    print(f"\nPanGu-alpha `{args.config}` (vocab {args.vocab_size}), CPU ({os.cpu_count()} cores, load average "
+          f"{results['load_before']:.1f} at the start, {results['load_after']:.1f} at the end), {args.steps} timed "
+          f"steps after {args.warmup} warm-up, synthetic data, dropout 0; two processes in two network namespaces, "
+          f"{args.rate} each way (tc tbf), mutual TLS.\n")
     print("| run | --compress | RTT (ms) | steps/s | vs one process | losses vs one process | link bytes/step |")
     print("|---|---|---:|---:|---:|---|---:|")
     base = {c: statistics.mean(r["steps_per_s"] for r in local[c]) for c in COMPRESS}
