@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example" / "splitnn_pangu_alpha"
 sys.path.insert(0, str(ROOT))
 
+from _timing import steps_per_second  # noqa: E402
 from mindspore_federated.tools.netlab import NetLab, netlab_unavailable  # noqa: E402
 from tests.example.netlab_parties import PARTIES, LabParties, make_pki  # noqa: E402
 
@@ -44,12 +45,6 @@ def _common(args: argparse.Namespace, compress: str, steps: Optional[int] = None
     return ["--config", args.config, "--vocab_size", str(args.vocab_size), "--seed", "1", "--dropout_rate", "0",
             "--train_steps", str(steps or args.warmup + args.steps), "--log_steps", "1", "--save_ckpt_steps", "0",
             "--loss_scale", "1024", "--eval_steps", "1", "--compress", compress]
-
-
-def _rate(records: List[dict], warmup: int) -> float:
-    """Steps per second over the steps after ``warmup`` (from the loss log's elapsed_s)."""
-    start = records[warmup - 1]["elapsed_s"] if warmup else 0.0
-    return (len(records) - warmup) / max(records[-1]["elapsed_s"] - start, 1e-9)
 
 
 def run_local(args: argparse.Namespace, compress: str, tmp: Path) -> dict:
@@ -63,7 +58,7 @@ def run_local(args: argparse.Namespace, compress: str, tmp: Path) -> dict:
     if proc.returncode:
         raise RuntimeError(f"one-process run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     records = json.loads(log.read_text())
-    return {"steps_per_s": _rate(records, args.warmup), "losses": [r["loss"] for r in records]}
+    return {"steps_per_s": steps_per_second(records, args.warmup), "losses": [r["loss"] for r in records]}
 
 
 def run_network(args: argparse.Namespace, rtt_ms: float, compress: str, pki: Path, tmp: Path) -> dict:
@@ -76,7 +71,7 @@ def run_network(args: argparse.Namespace, rtt_ms: float, compress: str, pki: Pat
         raise RuntimeError(f"two-process run at {rtt_ms} ms failed ({codes}):\n{parties.tail('leader')}\n"
                            f"{parties.tail('follower')}")
     records = json.loads(parties.loss_log.read_text())
-    return {"steps_per_s": _rate(records, args.warmup), "losses": [r["loss"] for r in records],
+    return {"steps_per_s": steps_per_second(records, args.warmup), "losses": [r["loss"] for r in records],
             "relayed_per_step": relayed / len(records)}
 
 

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from _timing import steps_per_second  # benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example" / "splitnn_pangu_alpha"
 PASSWORD = "bench-pw"
@@ -39,12 +41,6 @@ def _common(args: argparse.Namespace) -> List[str]:
     return ["--config", args.config, "--vocab_size", str(args.vocab_size), "--seed", "1", "--dropout_rate", "0",
             "--train_steps", str(args.warmup + args.steps), "--log_steps", str(max(1, args.warmup + args.steps)),
             "--save_ckpt_steps", "0", "--loss_scale", "1024"]
-
-
-def _rate(records: List[dict], warmup: int) -> float:
-    timed = [r for r in records if r["step"] > warmup]
-    start = [r for r in records if r["step"] == warmup][0]["elapsed_s"] if warmup else 0.0
-    return len(timed) / max(timed[-1]["elapsed_s"] - start, 1e-9)
 
 
 # ------------------------------------------------------------------------------ workers
@@ -86,7 +82,7 @@ def worker_split_local(args: argparse.Namespace, out: str) -> dict:
     cfg = res["config"]
     b, s, h = cfg.batch_size, cfg.seq_length, cfg.hidden_size
     minimum = 4 * (b * s * h * 4) + b * s * s * 4
-    return {"steps_per_s": _rate(records, args.warmup), "rss_mib": _rss_mib(), "wire_bytes": per_step,
+    return {"steps_per_s": steps_per_second(records, args.warmup), "rss_mib": _rss_mib(), "wire_bytes": per_step,
             "min_bytes": minimum}
 
 
@@ -132,7 +128,7 @@ def run_split_tls(args: argparse.Namespace, tmp: str) -> dict:
     rss = lambda text: float(text.rsplit("RSS-MIB", 1)[1].split()[0])  # noqa: E731
     with open(log, encoding="utf-8") as f:
         records = json.load(f)
-    return {"steps_per_s": _rate(records, args.warmup), "rss_leader_mib": rss(out_l), "rss_follower_mib": rss(out_f)}
+    return {"steps_per_s": steps_per_second(records, args.warmup), "rss_leader_mib": rss(out_l), "rss_follower_mib": rss(out_f)}
 
 
 def _in_child(mode: str, args: argparse.Namespace, tmp: str) -> dict:
