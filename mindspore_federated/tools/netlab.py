@@ -44,6 +44,7 @@ import secrets
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -177,7 +178,7 @@ class _Connection:
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
                 except OSError:
                     pass
             writer.transport.abort()
@@ -236,12 +237,13 @@ class _Relay:
         if time.monotonic() < self._down_until:
             conn.reset()  # the link is down: connection attempts fail
             return
+        sock = await self._loop.run_in_executor(None, _socket_in, target_ns)
         try:
-            sock = await self._loop.run_in_executor(None, _socket_in, target_ns)
             sock.setblocking(False)
             await self._loop.sock_connect(sock, target)
             server_r, server_w = await asyncio.open_connection(sock=sock)
         except OSError:
+            sock.close()
             conn.reset()  # nothing listens there (yet): the client sees a reset, as on a real link
             return
         conn.writers.append(server_w)
