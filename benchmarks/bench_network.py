@@ -9,13 +9,17 @@ end to end. Measured in one run:
   * two-process steps/s at each --rtts value, uncompressed and with `--compress min_max6` on both
     parties, as a ratio to the one-process run of the same compression; the losses of every network
     row are checked against the one-process run (identical, or the row says so);
+  * the exchange alone: the five messages of a step with the same tensor sizes, between two small
+    processes using the communicator (no model), ms per step at each RTT -- the network's own cost,
+    little disturbed by other load on the machine;
   * the time from a party's death (kill -9, mid-training) to the other party's exit with an error,
     for each party killed.
 
 Needs root, iproute2 (ip, tc). Steps/s is timed from the leader's loss log after --warmup steps.
 
-    .venv/bin/python benchmarks/bench_network.py                        # small config, ~10 min on 2 cores
+    .venv/bin/python benchmarks/bench_network.py                        # small config, ~30 min on 2 busy cores
     .venv/bin/python benchmarks/bench_network.py --config tiny --steps 20 --rtts 0,20
+    .venv/bin/python benchmarks/bench_network.py --only exchange          # the exchange alone, ~2 min
 """
 from __future__ import annotations
 
@@ -36,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from _timing import steps_per_second  # noqa: E402
 from mindspore_federated.tools.netlab import NetLab, netlab_unavailable  # noqa: E402
-from tests.example.netlab_parties import PARTIES, LabParties, make_pki  # noqa: E402
+from tests.example.netlab_parties import PARTIES, PASSWORD, LabParties, make_pki  # noqa: E402
 
 COMPRESS = ("none", "min_max6")
 
@@ -73,6 +77,74 @@ def run_network(args: argparse.Namespace, rtt_ms: float, compress: str, pki: Pat
     records = json.loads(parties.loss_log.read_text())
     return {"steps_per_s": steps_per_second(records, args.warmup), "losses": [r["loss"] for r in records],
             "relayed_per_step": relayed / len(records)}
+
+
+# The five messages of one step (SPEC 3.1 plus the decision), tensors of the model's sizes.
+_EXCHANGE = r"""
+import json, sys, time
+import numpy as np
+import mindspore_federated  # before grpc
+from mindspore_federated import CompressConfig, ServerConfig, SSLConfig, VerticalFederatedCommunicator
+role, listen, dial, pki, b, s, h, compress, steps, warmup = sys.argv[1:11]
+b, s, h, steps, warmup = int(b), int(s), int(h), int(steps), int(warmup)
+peer = "follower" if role == "leader" else "leader"
+pw = "{password}"
+ssl = SSLConfig(pw, pw, f"{{pki}}/{{role}}_server.p12", f"{{pki}}/{{role}}_client.pem", f"{{pki}}/ca.pem")
+configs = None
+if compress == "min_max6":
+    configs = {{"embedding_table": CompressConfig("min_max", 6), "hidden_states": CompressConfig("min_max", 6),
+               "attention_mask": CompressConfig("bit_pack", 1)}}
+rng = np.random.default_rng(0)
+act = lambda: rng.standard_normal((b, s, h)).astype(np.float32)
+mask = np.tril(np.ones((b, s, s), np.float32))
+meta = lambda: {{"step": np.asarray(1), "norm": np.asarray(0.5, np.float32)}}
+times = []
+with VerticalFederatedCommunicator(ServerConfig(role, listen), ServerConfig(peer, dial), enable_ssl=True,
+                                   ssl_config=ssl, compress_configs=configs) as comm:
+    for step in range(steps):
+        t0 = time.perf_counter()
+        if role == "leader":
+            comm.send_tensors(peer, {{"embedding_table": act(), "attention_mask": mask, "meta": meta()}})
+            comm.receive(peer, timeout=600)
+            comm.send_tensors(peer, {{"output": {{"hidden_states": act()}}}})
+            comm.receive(peer, timeout=600)
+            comm.send_tensors(peer, {{"meta": meta()}})
+        else:
+            comm.receive(peer, timeout=600)
+            comm.send_tensors(peer, {{"hidden_states": act()}})
+            comm.receive(peer, timeout=600)
+            comm.send_tensors(peer, {{"hidden_states": {{"embedding_table": act()}}, "meta": meta()}})
+            comm.receive(peer, timeout=600)
+        times.append(time.perf_counter() - t0)
+    if role == "follower":
+        time.sleep(1.0)  # let the leader's last acknowledgement out before the server stops
+print("EXCHANGE", json.dumps({{"ms_per_step": 1000 * float(np.median(times[warmup:]))}}), flush=True)
+"""
+
+
+def run_exchange(args: argparse.Namespace, rtt_ms: float, compress: str, pki: Path, shape: Sequence[int]) -> float:
+    """Median ms per step of the five messages alone between two communicator processes."""
+    script = _EXCHANGE.format(password=PASSWORD)
+    steps = str(args.exchange_steps + 2)
+    with NetLab(rtt_ms=rtt_ms, rate=args.rate) as lab:
+        procs = {}
+        for party in ("follower", "leader"):
+            procs[party] = lab.popen(party, [sys.executable, "-c", script, party, lab.listen_address(party),
+                                             lab.dial_address(party), str(pki), *map(str, shape), compress, steps,
+                                             "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env=dict(os.environ, PYTHONPATH=str(ROOT), GLOG_v="3"))
+        out = {party: proc.communicate(timeout=args.timeout)[0] for party, proc in procs.items()}
+    if any(proc.returncode for proc in procs.values()) or "EXCHANGE" not in out["leader"]:
+        raise RuntimeError(f"exchange at {rtt_ms} ms failed:\n{out['leader'][-2000:]}\n{out['follower'][-2000:]}")
+    return json.loads(out["leader"].split("EXCHANGE", 1)[1].strip().splitlines()[0])["ms_per_step"]
+
+
+def _shape(args: argparse.Namespace) -> List[int]:
+    """(batch, seq, hidden) of the --config preset."""
+    sys.path.insert(0, str(EXAMPLE))
+    from src.pangu_alpha_config import get_config  # pylint: disable=import-outside-toplevel
+    config = get_config(args.config)
+    return [config.batch_size, config.seq_length, config.hidden_size]
 
 
 def run_death(args: argparse.Namespace, victim: str, pki: Path, tmp: Path) -> dict:
@@ -112,7 +184,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--death_rtt", type=float, default=5.0, help="RTT of the death-detection runs (default 5 ms)")
     parser.add_argument("--death_wait", type=float, default=150.0,
                         help="give up waiting for the survivor after this many seconds (default 150)")
-    parser.add_argument("--skip_death", action="store_true", help="only the throughput rows")
+    parser.add_argument("--exchange_steps", type=int, default=20, help="timed steps of the exchange alone (default 20)")
+    parser.add_argument("--only", choices=("all", "training", "exchange", "death"), default="all",
+                        help="run only one part (default all)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="bound on one training run (s)")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args(argv)
@@ -130,40 +204,57 @@ def main(argv: Optional[List[str]] = None) -> int:
         tmp = Path(tmp_name)
         pki = make_pki(tmp / "pki", NetLab(rate=args.rate))
         local: Dict[str, List[dict]] = results["local"]  # type: ignore[assignment]
-        for compress in COMPRESS:
-            local[compress].append(run_local(args, compress, tmp))
-            note(f"one process, --compress {compress}: {local[compress][-1]['steps_per_s']:.3f} steps/s")
-        for rtt in rtts:
+        if args.only in ("all", "training"):
             for compress in COMPRESS:
-                row = run_network(args, rtt, compress, pki, tmp)
-                results["network"][f"{rtt:g}/{compress}"] = row  # type: ignore[index]
-                note(f"two processes, {rtt:g} ms RTT, --compress {compress}: {row['steps_per_s']:.3f} steps/s")
-        for compress in COMPRESS:  # the baseline again: how much did the machine drift meanwhile
-            local[compress].append(run_local(args, compress, tmp))
-            note(f"one process again, --compress {compress}: {local[compress][-1]['steps_per_s']:.3f} steps/s")
-        if not args.skip_death:
+                local[compress].append(run_local(args, compress, tmp))
+                note(f"one process, --compress {compress}: {local[compress][-1]['steps_per_s']:.3f} steps/s")
+            for rtt in rtts:
+                for compress in COMPRESS:
+                    row = run_network(args, rtt, compress, pki, tmp)
+                    results["network"][f"{rtt:g}/{compress}"] = row  # type: ignore[index]
+                    note(f"two processes, {rtt:g} ms RTT, --compress {compress}: {row['steps_per_s']:.3f} steps/s")
+            for compress in COMPRESS:  # the baseline again: how much did the machine drift meanwhile
+                local[compress].append(run_local(args, compress, tmp))
+                note(f"one process again, --compress {compress}: {local[compress][-1]['steps_per_s']:.3f} steps/s")
+        if args.only in ("all", "exchange"):
+            shape = _shape(args)
+            results["exchange"] = {f"{rtt:g}/{c}": run_exchange(args, rtt, c, pki, shape)
+                                   for rtt in rtts for c in COMPRESS}
+            note(f"exchange alone (ms/step): {results['exchange']}")
+        if args.only in ("all", "death"):
             for victim in ("follower", "leader"):
                 event = run_death(args, victim, pki, tmp)
                 results["death"].append(event)  # type: ignore[union-attr]
                 note(f"kill -9 {victim}: {event}")
 
     results["load_after"] = os.getloadavg()[0]
-    print(f"\nPanGu-alpha `{args.config}` (vocab {args.vocab_size}), CPU ({os.cpu_count()} cores, load average "
-          f"{results['load_before']:.1f} at the start, {results['load_after']:.1f} at the end), {args.steps} timed "
-          f"steps after {args.warmup} warm-up, synthetic data, dropout 0; two processes in two network namespaces, "
-          f"{args.rate} each way (tc tbf), mutual TLS.\n")
-    print("| run | --compress | RTT (ms) | steps/s | vs one process | losses vs one process | link bytes/step |")
-    print("|---|---|---:|---:|---:|---|---:|")
-    base = {c: statistics.mean(r["steps_per_s"] for r in local[c]) for c in COMPRESS}
-    for compress in COMPRESS:
-        rates = [r["steps_per_s"] for r in local[compress]]
-        print(f"| one process (before, after) | {compress} | - | {_mean_and_spread(rates)} | 1.00x | - | - |")
-    for rtt in rtts:
+    print(f"\nCPU: {os.cpu_count()} cores, load average {results['load_before']:.1f} at the start, "
+          f"{results['load_after']:.1f} at the end. Two processes in two network namespaces, {args.rate} each way "
+          f"(tc tbf), mutual TLS.\n")
+    if results["network"]:
+        print(f"PanGu-alpha `{args.config}` (vocab {args.vocab_size}), {args.steps} timed steps after {args.warmup} "
+              f"warm-up, synthetic data, dropout 0\n")
+        print("| run | --compress | RTT (ms) | steps/s | vs one process | losses vs one process | link bytes/step |")
+        print("|---|---|---:|---:|---:|---|---:|")
+        base = {c: statistics.mean(r["steps_per_s"] for r in local[c]) for c in COMPRESS}
         for compress in COMPRESS:
-            row = results["network"][f"{rtt:g}/{compress}"]  # type: ignore[index]
-            same = "identical" if row["losses"] == local[compress][0]["losses"] else "DIFFERENT"
-            print(f"| two processes | {compress} | {rtt:g} | {row['steps_per_s']:.3f} | "
-                  f"{row['steps_per_s'] / base[compress]:.2f}x | {same} | {row['relayed_per_step']:,.0f} |")
+            rates = [r["steps_per_s"] for r in local[compress]]
+            print(f"| one process (before, after) | {compress} | - | {_mean_and_spread(rates)} | 1.00x | - | - |")
+        for rtt in rtts:
+            for compress in COMPRESS:
+                row = results["network"][f"{rtt:g}/{compress}"]  # type: ignore[index]
+                same = "identical" if row["losses"] == local[compress][0]["losses"] else "DIFFERENT"
+                print(f"| two processes | {compress} | {rtt:g} | {row['steps_per_s']:.3f} | "
+                      f"{row['steps_per_s'] / base[compress]:.2f}x | {same} | {row['relayed_per_step']:,.0f} |")
+    if results.get("exchange"):
+        exchange = results["exchange"]
+        print(f"\nThe exchange alone (the five messages of a step, tensors of `{args.config}`'s sizes, two "
+              f"communicator processes, no model): median ms per step over {args.exchange_steps} steps\n")
+        print("| RTT (ms) | " + " | ".join(f"--compress {c}" for c in COMPRESS) + " | 3 x RTT |")
+        print("|---:|" + "---:|" * (len(COMPRESS) + 1))
+        for rtt in rtts:
+            cells = " | ".join(f"{exchange[f'{rtt:g}/{c}']:.1f}" for c in COMPRESS)  # type: ignore[index]
+            print(f"| {rtt:g} | {cells} | {3 * rtt:g} |")
     if results["death"]:
         print(f"\nkill -9 of one party mid-training ({args.death_rtt:g} ms RTT): time until the other party exits\n")
         print("| killed | the other party | exits after | exit code | its last log line (error if any) |")
