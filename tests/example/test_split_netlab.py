@@ -58,8 +58,7 @@ def _local(root: Path, steps: int) -> Dict:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The one-process run (checkpoints every 2 steps) the network runs must equal."""
-    root = tmp_path_factory.mktemp("local")
-    return {STEPS: _local(root / "short", STEPS)}
+    return _local(tmp_path_factory.mktemp("local"), STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -99,8 +98,8 @@ def test_20ms_rtt_1gbit_gives_the_local_losses(reference, pki, tmp_path):
         codes = parties.wait_both(300)
         relayed = lab.bytes_relayed
     assert codes == (0, 0), (parties.tail("leader"), parties.tail("follower"))
-    _assert_identical_losses(parties, reference[STEPS]["losses"])
-    _assert_same_final_weights(parties, reference[STEPS]["checkpoints"], STEPS)
+    _assert_identical_losses(parties, reference["losses"])
+    _assert_same_final_weights(parties, reference["checkpoints"], STEPS)
     for party in PARTIES:
         assert "(mutual TLS)" in parties.output(party)
     assert f"peer follower at {lab.ip('follower')}:" in parties.output("leader")
@@ -124,8 +123,8 @@ def test_link_cut_every_few_steps_gives_the_local_losses(reference, pki, tmp_pat
     assert cuts >= 2
     retried = parties.output("leader") + parties.output("follower")
     assert "acknowledged after" in retried           # a send failed on a cut and was retried
-    _assert_identical_losses(parties, reference[STEPS]["losses"])
-    _assert_same_final_weights(parties, reference[STEPS]["checkpoints"], STEPS)
+    _assert_identical_losses(parties, reference["losses"])
+    _assert_same_final_weights(parties, reference["checkpoints"], STEPS)
 
 
 def _soak(parties: LabParties, rng: random.Random, steps: int, kills: int, survivor_wait: float) -> List[dict]:
@@ -185,12 +184,12 @@ def test_kill_a_party_and_resume_gives_the_local_run(reference, pki, tmp_path):
         parties = LabParties(lab, tmp_path, pki, _common(STEPS) + PEER_FLAGS)
         events = _soak(parties, random.Random(seed), STEPS, kills=1, survivor_wait=0.0)
     assert len(events) == 2, events
-    _check_soak(parties, events, reference[STEPS], STEPS, seed)
+    _check_soak(parties, events, reference, STEPS, seed)
 
 
 # ------------------------------------------------------------------------------ slow
 @pytest.mark.slow
-def test_soak_several_kills_and_resumes_give_the_local_run(reference, pki, tmp_path):
+def test_soak_several_kills_and_resumes_give_the_local_run(pki, tmp_path):
     """kill -9 of either party at random steps, four times; each time the survivor gets 15 s to
     notice on its own before it is stopped too; both restart with --resume."""
     ref = _local(tmp_path / "local", SOAK_STEPS)
@@ -198,5 +197,5 @@ def test_soak_several_kills_and_resumes_give_the_local_run(reference, pki, tmp_p
     with NetLab(rtt_ms=20, rate="1gbit") as lab:
         parties = LabParties(lab, tmp_path / "net", pki, _common(SOAK_STEPS) + PEER_FLAGS)
         events = _soak(parties, random.Random(seed), SOAK_STEPS, kills=4, survivor_wait=15.0)
-    assert len(events) >= 4, events
+    assert len(events) - 1 >= 3, events          # at least 3 kills happened (the last entry is the summary)
     _check_soak(parties, events, ref, SOAK_STEPS, seed)
