@@ -48,7 +48,7 @@ COMPRESS = ("none", "min_max6")
 def _common(args: argparse.Namespace, compress: str, steps: Optional[int] = None) -> List[str]:
     return ["--config", args.config, "--vocab_size", str(args.vocab_size), "--seed", "1", "--dropout_rate", "0",
             "--train_steps", str(steps or args.warmup + args.steps), "--log_steps", "1", "--save_ckpt_steps", "0",
-            "--loss_scale", "1024", "--eval_steps", "1", "--compress", compress]
+            "--loss_scale", "1024", "--eval_steps", "1", "--compress", compress, "--run_config", "none"]
 
 
 def run_local(args: argparse.Namespace, compress: str, tmp: Path) -> dict:
