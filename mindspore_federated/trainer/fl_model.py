@@ -29,6 +29,7 @@ import mindspore as ms
 from mindspore import nn, ops, Tensor, Parameter
 
 from mindspore_federated.config.yaml_data import FLYamlData, GradSpec, NetSpec, OptSpec
+from mindspore_federated.trainer._graph import BackwardGraph
 from mindspore_federated.trainer.vfl_optim import (SensDict, as_tuple as _as_tuple, gather_inputs,
                                                    grad_reducer, output_sensitivities,
                                                    to_tensor as _to_tensor, zero_integer_grads)
@@ -151,6 +152,9 @@ class FLModel:
         self.global_step: int = 0
         self._ckpt_dir: str = yaml_data.ckpt_path
         self._tape: Optional[_ForwardTape] = None
+        self._graph_outputs: Optional[Tuple[tuple, Any]] = None  # (inputs, outputs) of the last forward
+        self._backward_graph: Optional[BackwardGraph] = None
+        self._fused_opts: set = set()
         self._embedding_dp, self._label_dp = self._setup_privacy(embedding_dp, label_dp)
         self._noisy_labels: Optional[Tuple[Any, Tensor]] = None
 
@@ -353,7 +357,10 @@ class FLModel:
         inputs, batch = self._train_inputs(local_data_batch, remote_data_batch)
         self._drop_tape()
         if not self._records_tape():
-            return self._privatize(self._name_outputs(self._train_net(*inputs), net, "train_net"))
+            outputs = self._train_net(*inputs)
+            if ms.get_context("mode") == ms.GRAPH_MODE:  # shapes of the backward's sensitivities
+                self._graph_outputs = (tuple(batch[item.name] for item in net.inputs), outputs)
+            return self._privatize(self._name_outputs(outputs, net, "train_net"))
         weights = self._all_weights()
         if weights:
             outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
@@ -476,11 +483,15 @@ class FLModel:
                     pas.weights.setdefault(id(p), p)
                 keys.append(key)
             group_keys.append(keys)
-        # The tape serves one backward pass (a second one recomputes the forward): give it to
-        # the pass with the most weights, which is the most expensive one to recompute.
-        tape_pass = max(passes.values(), key=lambda p: len(p.weights), default=None)
-        for pas in passes.values():
-            self._run_pass(pas, inputs, received, tape if pas is tape_pass else None)
+        fused: set = set()
+        if ms.get_context("mode") == ms.GRAPH_MODE and passes:
+            fused = self._run_graph(passes, group_keys, inputs, batch, received)
+        else:
+            # The tape serves one backward pass (a second one recomputes the forward): give it
+            # to the pass with the most weights, which is the most expensive one to recompute.
+            tape_pass = max(passes.values(), key=lambda p: len(p.weights), default=None)
+            for pas in passes.values():
+                self._run_pass(pas, inputs, received, tape if pas is tape_pass else None)
 
         result: Dict[str, "OrderedDict[str, Tensor]"] = OrderedDict()
         positions = {name: i for i, name in enumerate(self._yaml.train_net.input_names)}
@@ -490,7 +501,8 @@ class FLModel:
                 (name, grads[positions[name]]) for name in scaler.inputs)
 
         for built, keys in zip(self._built_opts, group_keys):
-            self._apply_built(built, [passes[k] for k in keys])
+            if built.index not in fused:
+                self._apply_built(built, [passes[k] for k in keys])
         for opt in self._user_opts:
             if sens:
                 opt(*inputs, sens=sens)
@@ -498,6 +510,48 @@ class FLModel:
                 opt(*inputs)
         self.global_step += 1
         return result
+
+    def _run_graph(self, passes: "OrderedDict[tuple, _Pass]", group_keys: List[List[tuple]],
+                   inputs: List[Tensor], batch: Mapping[str, Any], sens: SensDict) -> set:
+        """GRAPH_MODE: all passes, and the ``nn.Optimizer`` s among the optimizers FLModel feeds,
+        in one compiled graph (built at the first call). Returns the indices of the optimizers
+        it applied."""
+        net = self._yaml.train_net
+        outputs = self._graph_outputs
+        values = tuple(batch.get(item.name) for item in net.inputs)
+        if outputs is None or not all(a is b for a, b in zip(values, outputs[0])):
+            # the sensitivities are shaped like the outputs: without this step's forward, run it
+            outputs = (values, self._train_net(*inputs))
+        self._graph_outputs = None
+        pass_list = list(passes.values())
+        if self._backward_graph is None:
+            position = {key: k for k, key in enumerate(passes)}
+            fused = []
+            for built, keys in zip(self._built_opts, group_keys):
+                if not isinstance(built.optimizer, nn.Optimizer):
+                    continue
+                where: Dict[int, List[Tuple[int, int]]] = {}
+                for group, key in zip(built.groups, keys):
+                    order = list(passes[key].weights)
+                    for p in group.params:
+                        where.setdefault(id(p), []).append((position[key], order.index(id(p))))
+                plan = tuple(tuple(where.get(id(p), ())) for p in built.optimizer.parameters)
+                fused.append((built, plan))
+            self._backward_graph = BackwardGraph(
+                self._train_net, len(inputs), [list(p.weights.values()) for p in pass_list],
+                [(b.optimizer, b.reducer, plan) for b, plan in fused])
+            self._fused_opts = {b.index for b, _ in fused}
+            logger.info("GRAPH_MODE: %s backward compiled as one graph (%d vjp passes, %d "
+                        "optimizers inside); it recomputes the forward (no tape across graph "
+                        "calls)", net.name, len(pass_list), len(fused))
+        # a tuple of tensors would be a compile-time constant (one compilation per step)
+        cotangents = [ms.mutable(c) if isinstance(c, tuple) else c
+                      for c in (output_sensitivities(p.terms, outputs[1], net, sens) for p in pass_list)]
+        results = self._backward_graph(*inputs, *cotangents)
+        for pas, (input_grads, weight_grads) in zip(pass_list, results):
+            pas.input_grads = zero_integer_grads(_as_tuple(input_grads), inputs)
+            pas.weight_grads = {id(p): g for p, g in zip(pas.weights.values(), _as_tuple(weight_grads))}
+        return self._fused_opts
 
     @staticmethod
     def _apply_built(built: _BuiltOpt, group_passes: List[_Pass]) -> None:

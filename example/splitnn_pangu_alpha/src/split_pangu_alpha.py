@@ -197,6 +197,18 @@ def describe_fingerprint_mismatch(ours: np.ndarray, theirs: np.ndarray) -> str:
 # ----------------------------------------------------------------------------------------------
 # optimizer
 # ----------------------------------------------------------------------------------------------
+class _GradStats(nn.Cell):
+    """`local_grad_stats` with the optimizer's current loss scale, as one graph."""
+
+    def __init__(self, optimizer: PanguOptimizer) -> None:
+        super().__init__(auto_prefix=False)
+        self.optimizer = optimizer
+
+    def construct(self, grads: Tuple[Tensor, ...]) -> Tuple[Tuple[Tensor, ...], Tensor, Tensor]:
+        scale = ops.cast(self.optimizer.get_loss_scale(), mstype.float32) * 1.0
+        return local_grad_stats(grads, scale)
+
+
 class PanguAlphaAdam(nn.Cell):
     """One party's PanGu-alpha optimizer (FP32-state AdamWeightDecay, weight-decay groups,
     warmup+cosine LR, dynamic loss scale with overflow skip, global-norm clip), split in two halves
@@ -235,6 +247,7 @@ class PanguAlphaAdam(nn.Cell):
                                         weight_decay=config.weight_decay, loss_scale=config.loss_scale,
                                         loss_scale_window=config.loss_scale_window, clip_norm=config.clip_norm)
         self.parameters = self.optimizer.parameters
+        object.__setattr__(self, "grad_stats", _GradStats(self.optimizer))  # not part of the state
         object.__setattr__(self, "_pending", None)
         object.__setattr__(self, "sq_norm", None)
         object.__setattr__(self, "overflow", None)
@@ -261,8 +274,11 @@ class PanguAlphaAdam(nn.Cell):
         grads = tuple(grads)
         if len(grads) != len(self.parameters):
             raise ValueError(f"apply_gradients: got {len(grads)} gradients for {len(self.parameters)} parameters")
-        scale = ops.cast(self.optimizer.get_loss_scale(), mstype.float32) * 1.0
-        unscaled, sq_norm, overflow = local_grad_stats(grads, scale)
+        if ms.get_context("mode") == ms.GRAPH_MODE:  # one compiled graph, not one op per tensor
+            unscaled, sq_norm, overflow = self.grad_stats(ms.mutable(grads))
+        else:
+            scale = ops.cast(self.optimizer.get_loss_scale(), mstype.float32) * 1.0
+            unscaled, sq_norm, overflow = local_grad_stats(grads, scale)
         object.__setattr__(self, "_pending", unscaled)
         object.__setattr__(self, "sq_norm", sq_norm)
         object.__setattr__(self, "overflow", overflow)

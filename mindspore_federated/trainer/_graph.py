@@ -1,0 +1,91 @@
+"""The compiled backward of FLModel in GRAPH_MODE: every vjp pass of a step and the optimizers
+FLModel feeds, in one graph.
+
+MindSpore's graph mode keeps no autodiff tape between two graph calls, so the backward graph
+runs the network's forward again before differentiating it (passes of one step share that
+forward: the compiler merges identical subgraphs). What it saves over PyNative is the per-op
+dispatch: forward, backward, gradient sums, the data-parallel all-reduce and the optimizer
+update run as one compiled graph per party and step.
+"""
+from typing import Any, List, Sequence, Tuple
+
+from mindspore import nn, ops, ParameterTuple, Parameter
+
+
+class _PassGrad(nn.Cell):
+    """d(network)/d(inputs[, weights]) for one summed sensitivity."""
+
+    def __init__(self, network: nn.Cell, weights: Sequence[Parameter]) -> None:
+        super().__init__(auto_prefix=False)
+        self.network = network
+        self.has_weights = bool(weights)
+        self.weights = ParameterTuple(weights) if weights else None
+        self.grad = (ops.GradOperation(get_all=True, get_by_list=True, sens_param=True) if weights
+                     else ops.GradOperation(get_all=True, sens_param=True))
+
+    def construct(self, *args: Any) -> Any:
+        if self.has_weights:
+            return self.grad(self.network, self.weights)(*args)
+        return self.grad(self.network)(*args), ()
+
+
+class _Apply(nn.Cell):
+    """One optimizer fed by FLModel: sum its parameters' gradient terms, reduce, apply."""
+
+    def __init__(self, optimizer: nn.Cell, reducer: Any, plan: Tuple[Tuple[Tuple[int, int], ...], ...]) -> None:
+        super().__init__(auto_prefix=False)
+        self.optimizer = optimizer
+        self.reducer = reducer
+        self.has_reducer = reducer is not None
+        self.plan = plan
+        self.params = ParameterTuple(list(optimizer.parameters))
+
+    def construct(self, weight_grads: Tuple[Any, ...]) -> Any:
+        grads = ()
+        for i in range(len(self.plan)):
+            terms = self.plan[i]
+            if not terms:
+                total = ops.zeros_like(self.params[i])
+            else:
+                total = weight_grads[terms[0][0]][terms[0][1]]
+                for k in range(1, len(terms)):
+                    total = total + weight_grads[terms[k][0]][terms[k][1]]
+            grads = grads + (total,)
+        if self.has_reducer:
+            grads = self.reducer(grads)
+        return self.optimizer(grads)
+
+
+class BackwardGraph(nn.Cell):
+    """Called with ``(*inputs, *sens)``: one summed sensitivity per pass. Returns, per pass,
+    ``(input_grads, weight_grads)``; the optimizers in ``fused`` are applied inside the graph.
+
+    Args:
+        network: the party's training network.
+        num_inputs: number of its inputs.
+        pass_weights: per pass, the weights it differentiates (may be empty).
+        fused: per optimizer applied in the graph, ``(optimizer, reducer, plan)`` where
+            ``plan[i]`` lists the ``(pass, weight)`` positions summed into the gradient of
+            ``optimizer.parameters[i]``.
+    """
+
+    def __init__(self, network: nn.Cell, num_inputs: int, pass_weights: List[List[Parameter]],
+                 fused: List[Tuple[nn.Cell, Any, tuple]]) -> None:
+        super().__init__(auto_prefix=False)
+        self.num_inputs = num_inputs
+        self.passes = nn.CellList([_PassGrad(network, w) for w in pass_weights])
+        self.applies = nn.CellList([_Apply(opt, red, plan) for opt, red, plan in fused])
+
+    def construct(self, *args: Any) -> Any:
+        inputs = args[:self.num_inputs]
+        results = ()
+        k = self.num_inputs
+        for grad in self.passes:
+            results = results + (grad(*(inputs + (args[k],))),)
+            k = k + 1
+        weight_grads = ()
+        for result in results:
+            weight_grads = weight_grads + (result[1],)
+        for apply in self.applies:
+            apply(weight_grads)
+        return results
