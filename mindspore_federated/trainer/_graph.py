@@ -58,7 +58,8 @@ class _Apply(nn.Cell):
 
 class BackwardGraph(nn.Cell):
     """Called with ``(*inputs, *sens)``: one summed sensitivity per pass. Returns, per pass,
-    ``(input_grads, weight_grads)``; the optimizers in ``fused`` are applied inside the graph.
+    ``(input_grads, weight_grads)`` (with ``with_outputs``: ``(outputs, that)``, the forward
+    computed once for both); the optimizers in ``fused`` are applied inside the graph.
 
     Args:
         network: the party's training network.
@@ -70,14 +71,19 @@ class BackwardGraph(nn.Cell):
     """
 
     def __init__(self, network: nn.Cell, num_inputs: int, pass_weights: List[List[Parameter]],
-                 fused: List[Tuple[nn.Cell, Any, tuple]]) -> None:
+                 fused: List[Tuple[nn.Cell, Any, tuple]], with_outputs: bool = False) -> None:
         super().__init__(auto_prefix=False)
+        self.network = network
+        self.with_outputs = with_outputs
         self.num_inputs = num_inputs
         self.passes = nn.CellList([_PassGrad(network, w) for w in pass_weights])
         self.applies = nn.CellList([_Apply(opt, red, plan) for opt, red, plan in fused])
 
     def construct(self, *args: Any) -> Any:
         inputs = args[:self.num_inputs]
+        outputs = None
+        if self.with_outputs:  # before the updates below; the compiler shares it with the grads
+            outputs = self.network(*inputs)
         results = ()
         k = self.num_inputs
         for grad in self.passes:
@@ -88,4 +94,6 @@ class BackwardGraph(nn.Cell):
             weight_grads = weight_grads + (result[1],)
         for apply in self.applies:
             apply(weight_grads)
+        if self.with_outputs:
+            return outputs, results
         return results

@@ -104,6 +104,18 @@ def _takes_gradients(optimizer: Any) -> bool:
     return callable(getattr(optimizer, "apply_gradients", None)) and hasattr(optimizer, "parameters")
 
 
+def _signature(inputs: Sequence[Tensor]) -> tuple:
+    return tuple((tuple(x.shape), str(x.dtype)) for x in inputs)
+
+
+def _applies_in_graph(optimizer: Any) -> bool:
+    """Whether the compiled backward can call this optimizer with the gradient tuple: an
+    ``nn.Optimizer``, or an ``nn.Cell`` with ``apply_gradients`` whose ``construct(grads)``
+    does the same."""
+    return isinstance(optimizer, nn.Optimizer) or (
+        isinstance(optimizer, nn.Cell) and callable(getattr(optimizer, "apply_gradients", None)))
+
+
 class FLModel:
     """One party's trainer, driven by its yaml description (SPEC §2.2).
 
@@ -122,6 +134,9 @@ class FLModel:
             ``parameters`` and ``apply_gradients(grads)``): for those FLModel computes the
             gradient of their ``parameters`` from the matching ``opts`` entry, sharing backward
             passes with the grad scalers, and calls ``opt(grads)`` / ``opt.apply_gradients(grads)``.
+            In GRAPH_MODE the backward and these optimizers run as one compiled graph, which
+            calls every ``nn.Cell`` among them as ``opt(grads)`` (a Cell with
+            ``apply_gradients`` must accept that call in its ``construct``).
         metrics: object with ``update(*eval_outputs, gt)``, or a dict/list of them.
         eval_network: Cell for ``eval_one_step``; defaults to ``network``.
         label_dp: opt-in LabelDP (e.g. ``LabelDP(yaml_data.label_dp_eps)``) applied to the
@@ -152,8 +167,11 @@ class FLModel:
         self.global_step: int = 0
         self._ckpt_dir: str = yaml_data.ckpt_path
         self._tape: Optional[_ForwardTape] = None
-        self._graph_outputs: Optional[Tuple[tuple, Any]] = None  # (inputs, outputs) of the last forward
-        self._backward_graph: Optional[BackwardGraph] = None
+        # GRAPH_MODE: outputs of a forward per input signature (they shape the sensitivities),
+        # the compiled backward graphs (without / with the forward's outputs) and the optimizers
+        # they apply
+        self._out_templates: Dict[tuple, Any] = {}
+        self._backward_graphs: Dict[bool, BackwardGraph] = {}
         self._fused_opts: set = set()
         self._embedding_dp, self._label_dp = self._setup_privacy(embedding_dp, label_dp)
         self._noisy_labels: Optional[Tuple[Any, Tensor]] = None
@@ -359,7 +377,7 @@ class FLModel:
         if not self._records_tape():
             outputs = self._train_net(*inputs)
             if ms.get_context("mode") == ms.GRAPH_MODE:  # shapes of the backward's sensitivities
-                self._graph_outputs = (tuple(batch[item.name] for item in net.inputs), outputs)
+                self._out_templates.setdefault(_signature(inputs), outputs)
             return self._privatize(self._name_outputs(outputs, net, "train_net"))
         weights = self._all_weights()
         if weights:
@@ -460,6 +478,27 @@ class FLModel:
         Returns ``{scaler_output_name: OrderedDict(input_name -> grad)}``. Inputs without a
         gradient (integer/bool data such as token ids and masks) get zeros of their own dtype.
         """
+        return self._backward(local_data_batch, remote_data_batch, sens, with_outputs=False)[1]
+
+    def forward_backward_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
+                                  remote_data_batch: Optional[Mapping[str, Any]] = None,
+                                  sens: Optional[SensDict] = None
+                                  ) -> Tuple["OrderedDict[str, Tensor]", Dict[str, "OrderedDict[str, Tensor]"]]:
+        """``forward_one_step`` then ``backward_one_step`` on one batch: ``(outputs, grads)``.
+
+        For a party that knows its sensitivities without waiting for the peer (the last
+        sub-network, whose output is the loss). In GRAPH_MODE both run as one compiled graph,
+        which computes the forward once instead of twice.
+        """
+        if ms.get_context("mode") != ms.GRAPH_MODE or not (self._yaml.grad_scalers or self._built_opts):
+            outputs = self.forward_one_step(local_data_batch, remote_data_batch)
+            return outputs, self.backward_one_step(local_data_batch, remote_data_batch, sens)
+        outputs, grads = self._backward(local_data_batch, remote_data_batch, sens, with_outputs=True)
+        return self._privatize(self._name_outputs(outputs, self._yaml.train_net, "train_net")), grads
+
+    def _backward(self, local_data_batch: Optional[Mapping[str, Any]],
+                  remote_data_batch: Optional[Mapping[str, Any]], sens: Optional[SensDict],
+                  with_outputs: bool) -> Tuple[Any, Dict[str, "OrderedDict[str, Tensor]"]]:
         inputs, batch = self._train_inputs(local_data_batch, remote_data_batch)
         tape = self._take_tape(batch)
         received: SensDict = sens if sens is not None else {}
@@ -484,8 +523,10 @@ class FLModel:
                 keys.append(key)
             group_keys.append(keys)
         fused: set = set()
+        outputs = None
         if ms.get_context("mode") == ms.GRAPH_MODE and passes:
-            fused = self._run_graph(passes, group_keys, inputs, batch, received)
+            outputs = self._run_graph(passes, group_keys, inputs, received, with_outputs)
+            fused = self._fused_opts
         else:
             # The tape serves one backward pass (a second one recomputes the forward): give it
             # to the pass with the most weights, which is the most expensive one to recompute.
@@ -509,26 +550,24 @@ class FLModel:
             else:
                 opt(*inputs)
         self.global_step += 1
-        return result
+        return outputs, result
 
     def _run_graph(self, passes: "OrderedDict[tuple, _Pass]", group_keys: List[List[tuple]],
-                   inputs: List[Tensor], batch: Mapping[str, Any], sens: SensDict) -> set:
-        """GRAPH_MODE: all passes, and the ``nn.Optimizer`` s among the optimizers FLModel feeds,
-        in one compiled graph (built at the first call). Returns the indices of the optimizers
-        it applied."""
+                   inputs: List[Tensor], sens: SensDict, with_outputs: bool = False) -> Any:
+        """GRAPH_MODE: all passes, and the optimizers that can run in a graph, as one compiled
+        graph (built at the first call). Returns the forward's outputs when ``with_outputs``
+        (the same graph computes them), else None."""
         net = self._yaml.train_net
-        outputs = self._graph_outputs
-        values = tuple(batch.get(item.name) for item in net.inputs)
-        if outputs is None or not all(a is b for a, b in zip(values, outputs[0])):
-            # the sensitivities are shaped like the outputs: without this step's forward, run it
-            outputs = (values, self._train_net(*inputs))
-        self._graph_outputs = None
+        templates = self._out_templates.get(_signature(inputs))
+        if templates is None:  # the sensitivities are shaped like the outputs: learn them once
+            templates = self._out_templates.setdefault(_signature(inputs), self._train_net(*inputs))
         pass_list = list(passes.values())
-        if self._backward_graph is None:
+        graph = self._backward_graphs.get(with_outputs)
+        if graph is None:
             position = {key: k for k, key in enumerate(passes)}
             fused = []
             for built, keys in zip(self._built_opts, group_keys):
-                if not isinstance(built.optimizer, nn.Optimizer):
+                if not _applies_in_graph(built.optimizer):
                     continue
                 where: Dict[int, List[Tuple[int, int]]] = {}
                 for group, key in zip(built.groups, keys):
@@ -537,21 +576,26 @@ class FLModel:
                         where.setdefault(id(p), []).append((position[key], order.index(id(p))))
                 plan = tuple(tuple(where.get(id(p), ())) for p in built.optimizer.parameters)
                 fused.append((built, plan))
-            self._backward_graph = BackwardGraph(
+            graph = self._backward_graphs[with_outputs] = BackwardGraph(
                 self._train_net, len(inputs), [list(p.weights.values()) for p in pass_list],
-                [(b.optimizer, b.reducer, plan) for b, plan in fused])
+                [(b.optimizer, b.reducer, plan) for b, plan in fused], with_outputs)
             self._fused_opts = {b.index for b, _ in fused}
-            logger.info("GRAPH_MODE: %s backward compiled as one graph (%d vjp passes, %d "
-                        "optimizers inside); it recomputes the forward (no tape across graph "
-                        "calls)", net.name, len(pass_list), len(fused))
+            logger.info("GRAPH_MODE: %s %sbackward compiled as one graph (%d vjp passes, %d "
+                        "optimizers inside)%s", net.name, "forward+" if with_outputs else "",
+                        len(pass_list), len(fused),
+                        "" if with_outputs else "; it recomputes the forward (no tape across "
+                        "graph calls)")
         # a tuple of tensors would be a compile-time constant (one compilation per step)
         cotangents = [ms.mutable(c) if isinstance(c, tuple) else c
-                      for c in (output_sensitivities(p.terms, outputs[1], net, sens) for p in pass_list)]
-        results = self._backward_graph(*inputs, *cotangents)
+                      for c in (output_sensitivities(p.terms, templates, net, sens) for p in pass_list)]
+        results = graph(*inputs, *cotangents)
+        outputs = None
+        if with_outputs:
+            outputs, results = results
         for pas, (input_grads, weight_grads) in zip(pass_list, results):
             pas.input_grads = zero_integer_grads(_as_tuple(input_grads), inputs)
             pas.weight_grads = {id(p): g for p, g in zip(pas.weights.values(), _as_tuple(weight_grads))}
-        return self._fused_opts
+        return outputs
 
     @staticmethod
     def _apply_built(built: _BuiltOpt, group_passes: List[_Pass]) -> None:

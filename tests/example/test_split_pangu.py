@@ -371,3 +371,14 @@ def test_follower_restarted_mid_run_stops_both_naming_steps(pki, tmp_path):
     assert "follower restarted" in out_l or "mid-run" in out_f, (out_l[-2000:], out_f[-2000:])
     assert "step 20" in out_l + out_f
     assert "leader stopped" in out_l and "follower stopped" in out_f
+
+
+def test_graph_mode_local_split_matches_centralised(runs, tmp_path):
+    """GRAPH_MODE parties (compiled backward + optimizer, fused head forward+backward) compute
+    the same training as the centralised PyNative run of the fixture."""
+    old_mode = ms.get_context("mode")
+    try:
+        split = run_local(_local_args(tmp_path, "--mode", "graph", "--eval_steps", "0"))
+    finally:
+        ms.set_context(mode=old_mode)
+    assert _rel(split["losses"], runs["central"]["losses"]) <= 1e-5

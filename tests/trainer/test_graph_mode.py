@@ -52,3 +52,35 @@ def test_graph_mode_split_equals_centralised(tmp_path, graph_mode, caplog):
 def test_graph_mode_with_constant_loss_scale_and_user_optimizers(tmp_path, graph_mode):
     """User optimizers called as opt(*inputs, sens=sens) keep working in graph mode."""
     _compare(tmp_path, "LossScaleAdam", 1024.0, user_optimizers)
+
+
+class _FusedTopParties(SplitParties):
+    """The top party runs forward and backward as one call (as a loss party can)."""
+
+    def step(self, batch):
+        f_out = self.f.forward_one_step({"xf": batch["xf"]})
+        l_out = self.l.forward_one_step({"ids": batch["ids"], "xl": batch["xl"]})
+        t_local = {"hl": l_out["hl"], "table": l_out["table"], "y": batch["y"]}
+        out, grads = self.t.forward_backward_one_step(t_local, {"hf": f_out["hf"]})
+        self.l.backward_one_step({"ids": batch["ids"], "xl": batch["xl"]},
+                                 sens={"loss": {"hl": grads["loss"]["hl"], "table": grads["loss"]["table"]}})
+        self.f.backward_one_step({"xf": batch["xf"]}, sens={"loss": {"hf": grads["loss"]["hf"]}})
+        return float(out["loss"].asnumpy())
+
+
+@pytest.mark.parametrize("mode", ["graph", "pynative"])
+def test_forward_backward_one_step_equals_centralised(tmp_path, graph_mode, mode):
+    yamls = {k: write_yaml(v, tmp_path / f"{k}.yaml") for k, v in yaml_dicts("Adam").items()}
+    nets, ref_nets = make_nets(seed=1), make_nets(seed=2)
+    for src, dst in zip(nets, ref_nets):
+        copy_weights(src, dst)
+    batches = make_batches(5)
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    ref_losses, _ = centralised_run(ref_nets, batches)
+    ms.set_context(mode=ms.GRAPH_MODE if mode == "graph" else ms.PYNATIVE_MODE)
+    parties = _FusedTopParties(yamls, nets)
+    np.testing.assert_allclose([parties.step(b) for b in batches], ref_losses, rtol=1e-6)
+    for net, ref in zip(nets, ref_nets):
+        for a, b in zip(params_np(net), params_np(ref)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert parties.t.global_step == 5

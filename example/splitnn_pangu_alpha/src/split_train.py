@@ -480,8 +480,9 @@ class LeaderParty(_Party):
         remote = {"hidden_states": reply["hidden_states"]}
         local = {"input_ids": data["input_ids"], "word_table": emb["word_table"],
                  "position_id": emb["position_id"], "attention_mask": mask}
-        loss = self.head.forward_one_step(local, remote)["output"]
-        head_grads = self.head.backward_one_step(local, remote, sens={"loss_scale": {"output": scale}})
+        # one compiled graph in graph mode (the head's sensitivity, the loss scale, is known here)
+        out, head_grads = self.head.forward_backward_one_step(local, remote, sens={"loss_scale": {"output": scale}})
+        loss = out["output"]
         hidden_grad, unsendable = wire_safe_gradient(head_grads["output"]["hidden_states"],
                                                      self.wire_configs.get("hidden_states"))
         self.channel.send(make_message(Kind.GRAD, step, {"output": {"hidden_states": hidden_grad}}))
