@@ -15,6 +15,7 @@ Every rank must call the collective methods in the same order (they are collecti
 """
 import logging
 import os
+import sys
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
@@ -35,13 +36,20 @@ class RankGroup:
     """This process's place in the job, and the collectives the split parties need.
 
     Initialises MindSpore communication (once) and sets DATA_PARALLEL with summed gradients,
-    which FLModels built afterwards pick up.
+    which FLModels built afterwards pick up. Build it first thing in the program: msrun also
+    runs the program as its scheduler, whose ``init()`` serves the job until every worker has
+    left; that process then exits here, before doing any of the workers' work (running on,
+    it crashed at exit). Workers leave the job by exiting: an explicit
+    ``mindspore.communication.release()`` crashes a CPU worker in MindSpore 2.10.
     """
 
     def __init__(self) -> None:
         from mindspore import communication  # pylint: disable=import-outside-toplevel
         if not communication.GlobalComm.INITED:
             communication.init()
+        if os.environ.get("MS_ROLE") == "MS_SCHED":
+            logger.info("msrun scheduler: all workers have left, exiting")
+            sys.exit(0)
         self.rank: int = communication.get_rank()
         self.size: int = communication.get_group_size()
         ms.set_auto_parallel_context(parallel_mode=ms.ParallelMode.DATA_PARALLEL,
