@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Mapping, Optional, Union
 
 import mindspore as ms
@@ -16,7 +17,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from mindspore_federated._proto.vfl_pb2 import TensorListProto, TensorProto
-from mindspore_federated.communication._wire import scan_fields, varint
+from mindspore_federated.communication._wire import DecodeLimitExceeded, TooManyFields, scan_fields, varint
 
 TensorLike = Union[ms.Tensor, np.ndarray]
 
@@ -27,6 +28,21 @@ _WIRE_DTYPES = (
     "float16", "float32", "float64", "bfloat16", "complex64", "complex128",
 )
 _MAX_NESTING = 32
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """What one received message may make the receiver allocate, checked before allocating.
+
+    ``max_decoded_bytes``: sum over the tensors of elements x dtype size (the size of the decoded
+    tensors; for compressed tensors this is the expansion, which the wire size does not bound).
+    ``max_entries``: tensors plus nested dicts (each costs a Python/MindSpore object, ~3 KiB).
+    ``max_header_bytes``: the fields of one dict or tensor besides tensor payloads (names, keys, dims).
+    Nesting depth is always bounded by 32.
+    """
+    max_decoded_bytes: int = 8 << 30
+    max_entries: int = 10_000
+    max_header_bytes: int = 4 << 20
 
 
 def _numpy_dtype(name: str, where: str) -> np.dtype:
@@ -121,6 +137,8 @@ def _decode_tensor(proto: TensorProto, raw, as_numpy: bool) -> TensorLike:
             array = array.byteswap()
     if as_numpy:
         return array
+    if dtype.kind == "c" and not array.flags.aligned:
+        array = array.copy()  # MindSpore refuses misaligned complex buffers ("Unsupported data type")
     if array.ndim == 0:
         return ms.Tensor(array)  # from_numpy would turn a scalar into shape [1]
     if not array.flags.writeable:
@@ -217,15 +235,52 @@ def parse(data: Union[bytes, bytearray, memoryview]) -> TensorListProto:
     return proto
 
 
-def loads(data: Union[bytes, bytearray, memoryview], as_numpy: bool = False) -> "OrderedDict[str, object]":
+def loads(data: Union[bytes, bytearray, memoryview], as_numpy: bool = False,
+          limits: Optional[DecodeLimits] = None) -> "OrderedDict[str, object]":
     """Inverse of :func:`dumps`; raises ValueError for anything malformed.
 
     Same result as ``decode(parse(data))``, but tensor payloads are read in place: given a
     writable buffer (the transport's bytearray) the returned tensors share its memory, so
-    decoding copies nothing.
+    decoding copies nothing. With ``limits``, the whole message is measured before any tensor is
+    decoded, and :class:`DecodeLimitExceeded` is raised when it exceeds them.
     """
     view = memoryview(data).cast("B")
-    return _loads_list(view, 0, len(view), "<root>", as_numpy, depth=0)
+    tally = _Tally(limits) if limits is not None else None
+    plan = _plan_list(view, 0, len(view), "<root>", depth=0, tally=tally)
+    return _build(plan, as_numpy)
+
+
+class _Tally:
+    """Running totals of a message being planned, against its DecodeLimits."""
+
+    def __init__(self, limits: DecodeLimits):
+        self.limits, self.entries, self.decoded = limits, 0, 0
+
+    def scan(self, buf: memoryview, start: int, end: int, where: str, spliced: tuple):
+        """scan_fields, stopped as soon as the message has too many entries or header bytes."""
+        try:
+            return scan_fields(buf, start, end, where, spliced, max_header=self.limits.max_header_bytes,
+                               max_spans=max(self.limits.max_entries - self.entries, 0))
+        except TooManyFields:
+            raise DecodeLimitExceeded(f"'{where}': more than {self.limits.max_entries} tensors and dicts "
+                                      f"in one message") from None
+
+    def entry(self, where: str) -> None:
+        self.entries += 1
+        if self.entries > self.limits.max_entries:
+            raise DecodeLimitExceeded(f"'{where}': more than {self.limits.max_entries} tensors and "
+                                      f"dicts in one message")
+
+    def tensor(self, proto: TensorProto, where: str) -> None:
+        dims = list(proto.dims)
+        if any(d < 0 for d in dims):
+            raise ValueError(f"tensor '{where}': negative dimension in shape {dims}")
+        dtype = _numpy_dtype(proto.data_type, where)
+        self.decoded += math.prod(dims) * dtype.itemsize
+        if self.decoded > self.limits.max_decoded_bytes:
+            raise DecodeLimitExceeded(
+                f"tensor '{where}' (shape {dims}, {dtype.name}): the message would decode to more "
+                f"than {self.limits.max_decoded_bytes} bytes")
 
 
 def _parse_header(message_type, header: bytes, where: str):
@@ -235,25 +290,43 @@ def _parse_header(message_type, header: bytes, where: str):
         raise ValueError(f"malformed {message_type.__name__} at '{where}': {err}") from err
 
 
-def _loads_list(buf: memoryview, start: int, end: int, where: str, as_numpy: bool, depth: int):
+def _plan_list(buf: memoryview, start: int, end: int, where: str, depth: int, tally: Optional[_Tally]):
+    """Parse the headers of a (nested) TensorListProto and check limits; decode nothing yet.
+
+    Returns (header, {key: [("t", TensorProto, payload view) | ("l", sub-plan)]}, where).
+    """
     if depth > _MAX_NESTING:
         raise ValueError(f"'{where}': dicts nested deeper than {_MAX_NESTING} levels")
     fields = (TensorListProto.TENSORS_FIELD_NUMBER, TensorListProto.TENSOR_LIST_FIELD_NUMBER)
-    header_bytes, spans = scan_fields(buf, start, end, where, fields)
+    scan = scan_fields if tally is None else tally.scan
+    header_bytes, spans = scan(buf, start, end, where, fields)
     header = _parse_header(TensorListProto, header_bytes, where)
     where = header.name or where
     entries = {}
     for s, e in spans[TensorListProto.TENSORS_FIELD_NUMBER]:
-        t_header_bytes, t_spans = scan_fields(buf, s, e, where, (TensorProto.RAW_DATA_FIELD_NUMBER,))
+        t_header_bytes, t_spans = scan(buf, s, e, where, (TensorProto.RAW_DATA_FIELD_NUMBER,))
+        if tally is not None:
+            tally.entry(where)
         tensor = _parse_header(TensorProto, t_header_bytes, where)
+        if tally is not None:
+            tally.tensor(tensor, tensor.ref_key or where)
         raw_spans = t_spans[TensorProto.RAW_DATA_FIELD_NUMBER]
         raw = buf[raw_spans[-1][0]:raw_spans[-1][1]] if raw_spans else b""
-        entries.setdefault(tensor.ref_key, []).append(lambda t=tensor, r=raw: _decode_tensor(t, r, as_numpy))
+        entries.setdefault(tensor.ref_key, []).append(("t", tensor, raw))
     for s, e in spans[TensorListProto.TENSOR_LIST_FIELD_NUMBER]:
-        name_only = _parse_header(TensorListProto, scan_fields(buf, s, e, where, fields)[0], where).name
-        entries.setdefault(name_only, []).append(
-            lambda s=s, e=e, n=name_only: _loads_list(buf, s, e, n, as_numpy, depth + 1))
-    return _assemble(header, entries, where)
+        if tally is not None:
+            tally.entry(where)
+        sub = _plan_list(buf, s, e, where, depth + 1, tally)
+        entries.setdefault(sub[0].name, []).append(("l", sub))
+    return header, entries, where
+
+
+def _build(plan, as_numpy: bool) -> "OrderedDict[str, object]":
+    header, entries, where = plan
+    thunks = {key: [(lambda e=e: _decode_tensor(e[1], e[2], as_numpy)) if e[0] == "t"
+                    else (lambda e=e: _build(e[1], as_numpy)) for e in items]
+              for key, items in entries.items()}
+    return _assemble(header, thunks, where)
 
 
 def _assemble(header: TensorListProto, entries: dict, where: str) -> "OrderedDict[str, object]":

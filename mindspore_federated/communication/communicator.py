@@ -4,6 +4,7 @@ See docs/communication.md for the delivery guarantees, the TLS rules and their l
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import queue
@@ -14,7 +15,8 @@ from collections import OrderedDict
 from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from mindspore_federated.communication import codec
-from mindspore_federated.communication._delivery import Abandoned, Inbox
+from mindspore_federated.communication._delivery import Abandoned, Inbox, PeerGone, next_epoch
+from mindspore_federated.communication._liveness import Heartbeats, PeerHealth
 from mindspore_federated.communication.tls import SSLConfig, apply_cipher_list, load_tls_material
 
 logger = logging.getLogger(__name__)
@@ -68,7 +70,9 @@ class VerticalFederatedCommunicator:
     Keyword options: ``chunk_size`` (bytes per streamed chunk, 64 KiB..16 MiB), ``max_message_size``
     (larger incoming messages are refused before buffering), ``connect_timeout`` (s, one TCP+TLS
     connection attempt), ``send_deadline`` (s, bound on one ``send_tensors`` including retries and
-    back-pressure waits), ``queue_size`` (received, not yet consumed messages per peer).
+    back-pressure waits), ``queue_size`` (received, not yet consumed messages per peer),
+    ``liveness_timeout`` (s without any sign of life after which a peer counts as gone: a blocked
+    ``receive`` raises ConnectionError). Peers are beaten about once a second.
     """
 
     def __init__(self, http_server_config: ServerConfig,
@@ -76,7 +80,7 @@ class VerticalFederatedCommunicator:
                  enable_ssl: bool = False, ssl_config: Optional[SSLConfig] = None,
                  compress_configs: Optional[Mapping] = None, *, chunk_size: int = 1 << 20,
                  max_message_size: int = 8 << 30, connect_timeout: float = 20.0,
-                 send_deadline: float = 900.0, queue_size: int = 16):
+                 send_deadline: float = 900.0, queue_size: int = 16, liveness_timeout: float = 6.0):
         if not isinstance(http_server_config, ServerConfig):
             raise TypeError(f"http_server_config must be a ServerConfig, got {type(http_server_config).__name__}")
         remotes = [remote_server_config] if isinstance(remote_server_config, ServerConfig) \
@@ -90,7 +94,8 @@ class VerticalFederatedCommunicator:
         _check_range("chunk_size", chunk_size, 64 << 10, 16 << 20)
         _check_range("max_message_size", max_message_size, 1, 1 << 62)
         _check_range("queue_size", queue_size, 1, 1 << 20)
-        for what, value in (("connect_timeout", connect_timeout), ("send_deadline", send_deadline)):
+        for what, value in (("connect_timeout", connect_timeout), ("send_deadline", send_deadline),
+                            ("liveness_timeout", liveness_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"{what} must be a positive number of seconds, got {value!r}")
         self._http_server_config = http_server_config
@@ -111,6 +116,12 @@ class VerticalFederatedCommunicator:
                            "are not authenticated; use enable_ssl=True outside a trusted network",
                            http_server_config.server_name)
         self._inboxes = {name: Inbox(name, queue_size) for name in names}
+        self._liveness_timeout = float(liveness_timeout)
+        self._health = {r.server_name: PeerHealth(r.server_name, r.server_address, self._liveness_timeout)
+                        for r in remotes}
+        self._heartbeats: Optional[Heartbeats] = None
+        self._said_goodbye: set = set()
+        self._service = None
         self._send_locks = {name: threading.Lock() for name in names}
         self._seq = {name: 0 for name in names}
         self._bytes_sent = 0
@@ -136,13 +147,22 @@ class VerticalFederatedCommunicator:
         with self._state_lock:
             if self._state != "new":
                 raise RuntimeError(f"communicator '{self._name}' was already launched")
-            service = transport.MessageService(self._inboxes, _decode, self._epoch, self._max_message_size,
-                                               self._material, self._name)
-            self._server, self._executor = transport.start_server(
-                self._http_server_config.server_address, service, self._material,
-                max_workers=8 + 4 * len(self._inboxes))
+            limits = codec.DecodeLimits(max_decoded_bytes=self._max_message_size)
+            service = transport.MessageService(self._inboxes, functools.partial(codec.loads, limits=limits),
+                                               self._epoch, self._max_message_size, self._material,
+                                               self._name, on_contact=self._on_contact)
+            try:
+                self._server, self._executor = transport.start_server(
+                    self._http_server_config.server_address, service, self._material)
+            except OSError:
+                service.close()
+                raise
+            self._service = service
             for name, config in self.remote_server_configs.items():
                 self._links[name] = self._new_link(name, config)
+            self._heartbeats = Heartbeats(self._health, lambda: dict(self._links), self._epoch,
+                                          interval=min(1.0, self._liveness_timeout / 4))
+            self._heartbeats.start()
             self._state = "running"
         logger.info("communicator '%s' listening on %s (%s), peers: %s", self._name,
                     self._http_server_config.server_address, "mutual TLS" if self._material else "plaintext",
@@ -150,8 +170,34 @@ class VerticalFederatedCommunicator:
 
     def _new_link(self, name: str, config: ServerConfig):
         from mindspore_federated.communication import transport
-        return transport.PeerLink(self._name, name, config.server_address, secrets.randbits(63) | 1,
-                                  material=self._material, **self._options)
+        health = self._health[name]
+        return transport.PeerLink(self._name, name, config.server_address, next_epoch(),
+                                  material=self._material, farewell=health.farewell, **self._options)
+
+    def _on_contact(self, peer: str, epoch: Optional[int], goodbye: str) -> None:
+        if goodbye:
+            self._health[peer].goodbye(epoch, goodbye)
+        else:
+            self._health[peer].contact(epoch)
+
+    def goodbye(self, reason: str, target_server_name: Optional[str] = None) -> Dict[str, str]:
+        """Tell the peer (default: every peer) that this party stops, and why.
+
+        Best effort, at most ~2 s: the peer's blocked ``receive`` (once nothing is queued from us)
+        and its sends to us raise ConnectionError quoting ``reason``. Returns {peer: problem}, ""
+        for each peer that got the message. ``close()`` says goodbye by itself to peers not told yet.
+        """
+        if not isinstance(reason, str) or not reason:
+            raise ValueError("goodbye needs a non-empty reason")
+        peers = list(self.remote_server_configs) if target_server_name is None else [target_server_name]
+        for name in peers:
+            self._peer(name)
+        self._said_goodbye.update(peers)
+        outcome = self._heartbeats.beat_all(goodbye=reason[:2000], timeout=2.0, only=peers)
+        for name, problem in outcome.items():
+            if problem:
+                logger.warning("could not tell '%s' why we stop: %s", name, problem)
+        return outcome
 
     def close(self) -> None:
         """Stop the server and the channels; blocked ``receive``/``send_tensors`` calls raise."""
@@ -159,6 +205,14 @@ class VerticalFederatedCommunicator:
             if self._state == "closed":
                 return
             was_running, self._state = self._state == "running", "closed"
+        if was_running:
+            # peers we were in touch with learn that we stop instead of waiting out a timeout
+            told = [n for n, h in self._health.items()
+                    if n not in self._said_goodbye and h.verdict() == "" and h.problem == "" and h.seen]
+            if told:
+                self._heartbeats.beat_all(goodbye=f"'{self._name}' closed its communicator", timeout=1.0,
+                                          only=told)
+            self._heartbeats.stop()
         for inbox in self._inboxes.values():
             inbox.closed.set()
         for link in self._links.values():
@@ -166,6 +220,7 @@ class VerticalFederatedCommunicator:
         if was_running:
             self._server.stop(grace=1.0).wait()
             self._executor.shutdown(wait=True)
+            self._service.close()
         logger.info("communicator '%s' closed", self._name)
 
     def __enter__(self) -> "VerticalFederatedCommunicator":
@@ -182,7 +237,8 @@ class VerticalFederatedCommunicator:
         acknowledged it.
 
         Raises TimeoutError when the peer did not acknowledge within ``send_deadline``,
-        ConnectionRefusedError when it refused the message or the TLS connection. After a failure
+        ConnectionRefusedError when it refused the message or the TLS connection, ConnectionError
+        when it said goodbye (a silent peer is retried until the deadline). After a failure
         the message may or may not have been delivered; the next message starts a new sequence.
         """
         target_name = target_server_name
@@ -195,6 +251,7 @@ class VerticalFederatedCommunicator:
             seq = self._seq[target_name] + 1
             try:
                 link.send(seq, segments)
+                self._health[target_name].contact(reached=True)
             except Exception:
                 # Unknown whether it arrived: a fresh epoch lets the peer accept whatever comes next.
                 with self._state_lock:
@@ -212,17 +269,25 @@ class VerticalFederatedCommunicator:
         return self._bytes_sent
 
     def receive(self, target_server_name: str, timeout: Optional[float] = None) -> "OrderedDict[str, object]":
-        """The next message from ``target_server_name`` (blocks; ``timeout`` in s, None waits
-        forever)."""
+        """The next message from ``target_server_name`` (blocks; ``timeout`` in s, None waits forever).
+
+        Raises TimeoutError (with what is wrong with the peer's address, if anything), and
+        ConnectionError naming the peer once it is gone (said goodbye, or no sign of life for
+        ``liveness_timeout`` s after having been in contact) and nothing from it is queued.
+        """
         target_name = target_server_name
         config = self._peer(target_name, need_running=False)
         if self._state == "new":
             raise RuntimeError(f"communicator '{self._name}': call launch() before receive()")
+        health = self._health[target_name]
         try:
-            return self._inboxes[target_name].get(timeout)
+            return self._inboxes[target_name].get(timeout, gone=health.verdict)
         except queue.Empty:
+            hint = f"; {health.problem}" if health.problem else ""
             raise TimeoutError(f"no message from peer '{target_name}' ({config.server_address}) within "
-                               f"{timeout:g} s") from None
+                               f"{timeout:g} s{hint}") from None
+        except PeerGone as err:
+            raise ConnectionError(f"peer '{target_name}' ({config.server_address}) is gone: {err}") from None
         except Abandoned:
             raise RuntimeError(f"communicator '{self._name}' was closed while receiving from "
                                f"'{target_name}'") from None
@@ -240,10 +305,6 @@ class VerticalFederatedCommunicator:
             raise RuntimeError(f"communicator '{self._name}' is {self._state}: call launch() first"
                                if self._state == "new" else f"communicator '{self._name}' is closed")
         return config
-
-
-def _decode(buffer) -> "OrderedDict[str, object]":
-    return codec.loads(buffer)
 
 
 def _check_range(what: str, value, low: int, high: int) -> None:

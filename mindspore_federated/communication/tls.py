@@ -232,6 +232,25 @@ class TLSMaterial:
             self._checked[key] = reason
         return reason
 
+    def client_identity(self, cert_pem: bytes, peers) -> Tuple[str, str]:
+        """(the configured peer this client certificate speaks for, "") or ("", why it speaks for none).
+
+        Checked when a call opens, before anything is read from it: a revoked certificate, or one
+        of the CA that names no configured peer, is turned away without waiting for its data.
+        """
+        for name in sorted(peers):
+            if self.check_client(cert_pem, name) == "":
+                return name, ""
+        try:
+            cert = x509.load_pem_x509_certificate(cert_pem)
+        except ValueError as err:
+            return "", f"unreadable client certificate: {err}"
+        if self.crl is not None and self.crl.is_revoked(cert):
+            return "", (f"client certificate {cert.subject.rfc4514_string()} (serial "
+                        f"{cert.serial_number:x}) is revoked by CRL {self.crl.path}")
+        return "", (f"client certificate names {sorted(certificate_names(cert))} include none of the "
+                    f"configured peers {sorted(peers)}")
+
     def _check_client(self, cert_pem: bytes, sender: str) -> str:
         try:
             cert = x509.load_pem_x509_certificate(cert_pem)

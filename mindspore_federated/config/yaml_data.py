@@ -15,7 +15,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-import yaml
 
 logger = logging.getLogger(__name__)
 
@@ -137,11 +136,8 @@ class FLYamlData:
         path = os.fspath(yaml_path)
         if not os.path.isfile(path):
             raise YamlFileNotFoundError(f"yaml file not found: {path!r}")
-        with open(path, "r", encoding="utf-8") as handle:
-            try:
-                raw = yaml.safe_load(handle)
-            except yaml.YAMLError as err:
-                raise ValueError(f"{path}: not valid yaml: {err}") from err
+        from mindspore_federated.config._safe_yaml import load_yaml_file
+        raw = load_yaml_file(path)  # safe_load, plus: duplicate keys, depth, encoding named
         self.yaml_path: Optional[str] = path
         self._parse(raw)
 

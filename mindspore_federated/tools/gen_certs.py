@@ -10,7 +10,10 @@ Writes into OUT_DIR (never commit these files):
 - ``ca.pem`` (CA certificate) and ``ca_key.pem`` (CA key, encrypted with the password),
 - per party NAME: ``NAME_server.p12`` / ``NAME_client.p12`` (password-protected PKCS#12) and the
   same as PEM, ``NAME_server.pem`` / ``NAME_client.pem`` (certificate + encrypted private key),
-- ``crl.pem``: an empty CRL signed by the CA (``--revoke CERT`` lists certificates in it).
+- ``crl.pem``: an empty CRL signed by the CA (``--revoke CERT`` adds certificates to it).
+
+Files holding keys end with mode 0600, even when they existed before with another mode; a
+symbolic or hard link planted in OUT_DIR under one of these names is refused, never followed.
 
 Server certificates carry the party name and every ``--ips``/``--dns`` entry in their subjectAltName
 (the communicator verifies the server against the address it dials); client certificates carry the
@@ -115,10 +118,35 @@ def write_key_and_cert(out_dir, stem: str, key, cert: x509.Certificate, password
     return paths
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_file(path: Path, data: bytes, mode: int) -> None:
+    """Write ``data`` to ``path`` with exactly ``mode``, never through a link planted there.
+
+    A symlink (or a file hard-linked elsewhere) in the output folder could redirect a private key
+    to a place the attacker reads, or make us overwrite another file: refused, naming it. A file
+    that already exists gets ``mode`` too (open()'s mode only applies to new files).
+    """
+    _refuse_symlink(path, "write")
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, mode)
+    except OSError as err:  # ELOOP: a symlink appeared since the check
+        raise FileExistsError(f"refusing to write {path}: {err.strerror}") from err
     with os.fdopen(fd, "wb") as f:
+        info = os.fstat(f.fileno())
+        if info.st_nlink > 1:
+            raise FileExistsError(f"refusing to write {path}: it has {info.st_nlink} hard links; remove it first")
+        os.fchmod(f.fileno(), mode)
+        f.truncate()
         f.write(data)
+
+
+def _refuse_symlink(path: Path, action: str) -> None:
+    if path.is_symlink():
+        raise FileExistsError(f"refusing to {action} {path}: it is a symbolic link (to {os.readlink(path)}); "
+                              f"remove it first")
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    _write_file(path, data, 0o600)
 
 
 def write_ca(out_dir, ca: CaPair, password) -> Dict[str, Path]:
@@ -127,7 +155,7 @@ def write_ca(out_dir, ca: CaPair, password) -> Dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     key, cert = ca
     paths = {"cert": out / "ca.pem", "key": out / "ca_key.pem"}
-    paths["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_file(paths["cert"], cert.public_bytes(serialization.Encoding.PEM), 0o644)
     _write_private(paths["key"], key.private_bytes(serialization.Encoding.PEM,
                                                    serialization.PrivateFormat.PKCS8,
                                                    _encryption(password)))
@@ -154,22 +182,42 @@ def generate_party_certs(out_dir, name: str, ca: CaPair, password, ips: Sequence
 
 def generate_crl(ca: CaPair, revoked: Iterable[x509.Certificate] = (),
                  days: int = 30) -> x509.CertificateRevocationList:
-    """A CRL signed by ``ca`` that revokes ``revoked`` (certificates)."""
+    """A CRL signed by ``ca`` that revokes ``revoked`` (certificates, or serial numbers)."""
     ca_key, ca_cert = ca
     now = _now() - dt.timedelta(minutes=5)
     builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
                .last_update(now).next_update(now + dt.timedelta(days=days)))
+    serials = []
     for cert in revoked:
+        serial = cert if isinstance(cert, int) else cert.serial_number
+        if serial not in serials:
+            serials.append(serial)
+    for serial in serials:
         builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(cert.serial_number)
-            .revocation_date(now).build())
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
     return builder.sign(ca_key, hashes.SHA256())
 
 
 def write_crl(path, crl: x509.CertificateRevocationList) -> Path:
     path = Path(path)
-    path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    _write_file(path, crl.public_bytes(serialization.Encoding.PEM), 0o644)
     return path
+
+
+def revoked_by(path, ca: CaPair) -> list:
+    """Serials already revoked by the CRL at ``path`` (none if it does not exist); the CRL must be
+    signed by ``ca``, or it is not ours to extend."""
+    path = Path(path)
+    _refuse_symlink(path, "use")
+    if not path.exists():
+        return []
+    try:
+        crl = x509.load_pem_x509_crl(path.read_bytes())
+    except ValueError as err:
+        raise ValueError(f"{path} is not a PEM CRL: {err}") from err
+    if crl.issuer != ca[1].subject or not crl.is_signature_valid(ca[1].public_key()):
+        raise ValueError(f"{path} is not a CRL of the CA in {path.parent}; move it away to start a new one")
+    return [r.serial_number for r in crl]
 
 
 def load_ca(out_dir, password) -> CaPair:
@@ -200,8 +248,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="password of the .p12/.pem files (default: $MSF_CERT_PASSWORD)")
     parser.add_argument("--days", type=int, default=365, help="validity in days")
     parser.add_argument("--revoke", action="append", default=[], metavar="CERT",
-                        help="only write crl.pem revoking CERT (.pem/.der), using the existing CA "
-                             "in OUT_DIR; repeatable")
+                        help="only add CERT (.pem/.der) to OUT_DIR/crl.pem (certificates it revokes "
+                             "already stay revoked), using the existing CA in OUT_DIR; repeatable")
     args = parser.parse_args(argv)
     password = args.password if args.password is not None else os.environ.get("MSF_CERT_PASSWORD")
     if not password:
@@ -209,19 +257,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = Path(args.out_dir)
     if args.revoke:
         ca = load_ca(out, password)
-        path = write_crl(out / "crl.pem", generate_crl(ca, [_load_cert_file(Path(p)) for p in args.revoke]))
-        print(f"wrote {path} revoking {len(args.revoke)} certificate(s)")
+        try:
+            before = revoked_by(out / "crl.pem", ca)
+            serials = before + [_load_cert_file(Path(p)).serial_number for p in args.revoke]
+            crl = generate_crl(ca, serials)
+            path = write_crl(out / "crl.pem", crl)
+        except (ValueError, OSError) as err:
+            parser.error(str(err))
+        print(f"wrote {path}: {len(crl)} certificate(s) revoked ({len(crl) - len(before)} new)")
         return 0
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     names = split(args.names)
     if not names:
         parser.error("--names is empty")
     ca = generate_ca(days=args.days)
-    write_ca(out, ca, password)
-    for name in names:
-        generate_party_certs(out, name, ca, password, ips=split(args.ips), dns=split(args.dns),
-                             days=args.days)
-    write_crl(out / "crl.pem", generate_crl(ca))
+    try:
+        write_ca(out, ca, password)
+        for name in names:
+            generate_party_certs(out, name, ca, password, ips=split(args.ips), dns=split(args.dns),
+                                 days=args.days)
+        write_crl(out / "crl.pem", generate_crl(ca))
+    except OSError as err:
+        parser.error(str(err))
     print(f"wrote CA, crl.pem and certificates for {', '.join(names)} to {out}")
     return 0
 

@@ -11,22 +11,7 @@ from typing import Any, List, Sequence, Tuple
 
 from mindspore import nn, ops, ParameterTuple, Parameter
 
-
-class _PassGrad(nn.Cell):
-    """d(network)/d(inputs[, weights]) for one summed sensitivity."""
-
-    def __init__(self, network: nn.Cell, weights: Sequence[Parameter]) -> None:
-        super().__init__(auto_prefix=False)
-        self.network = network
-        self.has_weights = bool(weights)
-        self.weights = ParameterTuple(weights) if weights else None
-        self.grad = (ops.GradOperation(get_all=True, get_by_list=True, sens_param=True) if weights
-                     else ops.GradOperation(get_all=True, sens_param=True))
-
-    def construct(self, *args: Any) -> Any:
-        if self.has_weights:
-            return self.grad(self.network, self.weights)(*args)
-        return self.grad(self.network)(*args), ()
+from mindspore_federated.trainer.vfl_optim import _CompiledGrad
 
 
 class _Apply(nn.Cell):
@@ -76,7 +61,7 @@ class BackwardGraph(nn.Cell):
         self.network = network
         self.with_outputs = with_outputs
         self.num_inputs = num_inputs
-        self.passes = nn.CellList([_PassGrad(network, w) for w in pass_weights])
+        self.passes = nn.CellList([_CompiledGrad(network, w) for w in pass_weights])
         self.applies = nn.CellList([_Apply(opt, red, plan) for opt, red, plan in fused])
 
     def construct(self, *args: Any) -> Any:
@@ -87,7 +72,8 @@ class BackwardGraph(nn.Cell):
         results = ()
         k = self.num_inputs
         for grad in self.passes:
-            results = results + (grad(*(inputs + (args[k],))),)
+            grads = grad(*(inputs + (args[k],)))
+            results = results + ((grads if grad.has_weights else (grads, ())),)
             k = k + 1
         weight_grads = ()
         for result in results:

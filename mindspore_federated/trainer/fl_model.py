@@ -32,7 +32,7 @@ from mindspore_federated.config.yaml_data import FLYamlData, GradSpec, NetSpec, 
 from mindspore_federated.trainer._graph import BackwardGraph
 from mindspore_federated.trainer.vfl_optim import (SensDict, as_tuple as _as_tuple, gather_inputs,
                                                    grad_reducer, output_sensitivities,
-                                                   to_tensor as _to_tensor, zero_integer_grads)
+                                                   to_tensor as _to_tensor, vjp, zero_integer_grads)
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,7 @@ class FLModel:
         self.global_step: int = 0
         self._ckpt_dir: str = yaml_data.ckpt_path
         self._tape: Optional[_ForwardTape] = None
+        self._compiled_grads: Dict[tuple, Any] = {}  # GRAPH_MODE backward graphs, per weight set
         # GRAPH_MODE: outputs of a forward per input signature (they shape the sensitivities),
         # the compiled backward graphs (without / with the forward's outputs) and the optimizers
         # they apply
@@ -453,21 +454,20 @@ class FLModel:
     # --------------------------------------------------------------- backward
     def _run_pass(self, pas: _Pass, inputs: List[Tensor], sens: SensDict,
                   tape: Optional[_ForwardTape] = None) -> None:
+        def cotangent(outputs: Any) -> Any:
+            return output_sensitivities(pas.terms, outputs, self._yaml.train_net, sens)
+
         if tape is not None:  # differentiates all weights; this pass keeps those it needs
-            weights, outputs, vjp_fn = tape.weights, tape.outputs, tape.vjp_fn
+            weights = tape.weights
+            grads = tape.vjp_fn(cotangent(tape.outputs))
+            input_grads, weight_grads = (grads if weights else (grads, ()))
+            input_grads, weight_grads = _as_tuple(input_grads), _as_tuple(weight_grads)
         else:
             weights = list(pas.weights.values())
-            if weights:
-                outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
-            else:
-                outputs, vjp_fn = ms.vjp(self._train_net, *inputs)
-        grads = vjp_fn(output_sensitivities(pas.terms, outputs, self._yaml.train_net, sens))
-        if weights:
-            input_grads, weight_grads = grads
-            pas.weight_grads = {id(p): g for p, g in zip(weights, _as_tuple(weight_grads))}
-        else:
-            input_grads = grads
-        pas.input_grads = zero_integer_grads(_as_tuple(input_grads), inputs)
+            _, input_grads, weight_grads = vjp(self._train_net, inputs, weights, cotangent,
+                                               self._compiled_grads)
+        pas.weight_grads = {id(p): g for p, g in zip(weights, weight_grads)}
+        pas.input_grads = zero_integer_grads(input_grads, inputs)
 
     def backward_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
                           remote_data_batch: Optional[Mapping[str, Any]] = None,

@@ -22,7 +22,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import mindspore as ms
-from mindspore import nn, ops, Parameter, Tensor
+from mindspore import nn, ops, Parameter, ParameterTuple, Tensor
 
 from mindspore_federated.config import yaml_data as _yaml
 
@@ -85,6 +85,47 @@ def output_sensitivities(terms: Sequence["_yaml.GradSpec"], outputs: Any, net: "
         total[i] = value if total[i] is None else total[i] + value
     total = [ops.zeros_like(o) if s is None else s for s, o in zip(total, outs)]
     return tuple(total) if isinstance(outputs, (tuple, list)) else total[0]
+
+
+class _CompiledGrad(nn.Cell):
+    """The vjp of ``net`` as one graph compiled once (GRAPH_MODE): calling ``mindspore.vjp`` from
+    Python there builds and compiles a new graph on every call."""
+
+    def __init__(self, net: nn.Cell, weights: Sequence[Parameter]):
+        super().__init__(auto_prefix=False)  # never rename the network's parameters
+        self.net = net
+        self.weights = ParameterTuple(weights)
+        self.has_weights = bool(weights)
+        self.grad = ops.GradOperation(get_all=True, get_by_list=bool(weights), sens_param=True)
+
+    def construct(self, *args):
+        if self.has_weights:
+            return self.grad(self.net, self.weights)(*args)
+        return self.grad(self.net)(*args)
+
+
+def vjp(net: nn.Cell, inputs: Sequence[Tensor], weights: Sequence[Parameter], cotangent: Any,
+        cache: Dict[tuple, Any]) -> Tuple[Any, tuple, tuple]:
+    """``(outputs, input gradients, weight gradients)`` of ``net`` at ``inputs`` for the output
+    cotangent ``cotangent(outputs)``. In GRAPH_MODE through a compiled graph kept in ``cache``
+    (per set of weights), otherwise through ``mindspore.vjp``."""
+    if ms.get_context("mode") == ms.GRAPH_MODE:
+        outputs = net(*inputs)
+        key = (id(net),) + tuple(id(w) for w in weights)
+        if key not in cache:
+            cache[key] = _CompiledGrad(net, list(weights))
+        sens = cotangent(outputs)
+        # mutable: a plain tuple would be a compile-time constant, recompiled on every call
+        grads = cache[key](*inputs, ms.mutable(sens) if isinstance(sens, tuple) else sens)
+        input_grads, weight_grads = grads if weights else (grads, ())
+    else:
+        if weights:
+            outputs, vjp_fn = ms.vjp(net, *inputs, weights=list(weights))
+            input_grads, weight_grads = vjp_fn(cotangent(outputs))
+        else:
+            outputs, vjp_fn = ms.vjp(net, *inputs)
+            input_grads, weight_grads = vjp_fn(cotangent(outputs)), ()
+    return outputs, as_tuple(input_grads), as_tuple(weight_grads)
 
 
 def zero_integer_grads(grads: Sequence[Any], inputs: Sequence[Tensor]) -> tuple:
@@ -170,15 +211,16 @@ class PartyGradOperation:
             raise ValueError(f"PartyGradOperation for output {self._spec.output!r}: no parameters "
                              f"to differentiate (params filters: {self._spec.params or 'none'})")
         self._reducer = grad_reducer(self.params, f"PartyGradOperation({self._spec.output})")
+        self._compiled: Dict[tuple, Any] = {}
 
     def __call__(self, local_data_batch: Optional[Mapping[str, Any]] = None,
                  remote_data_batch: Optional[Mapping[str, Any]] = None,
                  sens: Optional[SensDict] = None) -> tuple:
         inputs, _ = gather_inputs(self._net_spec, local_data_batch, remote_data_batch,
                                   f"PartyGradOperation of {self._net_spec.name!r}")
-        outputs, vjp_fn = ms.vjp(self._net, *inputs, weights=self.params)
-        _, grads = vjp_fn(output_sensitivities([self._spec], outputs, self._net_spec, sens))
-        grads = as_tuple(grads)
+        _, _, grads = vjp(self._net, inputs, self.params,
+                          lambda outs: output_sensitivities([self._spec], outs, self._net_spec, sens),
+                          self._compiled)
         return self._reducer(grads) if self._reducer is not None else grads
 
 
@@ -193,6 +235,7 @@ class PartyGradScaler:
         self._net = net
         self._net_spec = _net_spec(net_yaml)
         self._spec = _grad_spec(grad_scale_yaml, self._net_spec, "grad_scale_yaml", _yaml._SCALER_KEYS)  # pylint: disable=protected-access
+        self._compiled: Dict[tuple, Any] = {}
 
     def grad_scale_name(self) -> str:
         """The output the gradients are of: the key of the result in ``backward_one_step``."""
@@ -203,9 +246,10 @@ class PartyGradScaler:
                  sens: Optional[SensDict] = None) -> "OrderedDict[str, Tensor]":
         inputs, _ = gather_inputs(self._net_spec, local_data_batch, remote_data_batch,
                                   f"PartyGradScaler of {self._net_spec.name!r}")
-        outputs, vjp_fn = ms.vjp(self._net, *inputs)
-        grads = zero_integer_grads(as_tuple(vjp_fn(output_sensitivities([self._spec], outputs,
-                                                                         self._net_spec, sens))), inputs)
+        _, grads, _ = vjp(self._net, inputs, (),
+                          lambda outs: output_sensitivities([self._spec], outs, self._net_spec, sens),
+                          self._compiled)
+        grads = zero_integer_grads(grads, inputs)
         position = {name: i for i, name in enumerate(self._net_spec.input_names)}
         return OrderedDict((name, grads[position[name]]) for name in self._spec.inputs)
 

@@ -138,7 +138,8 @@ def party_main(spec: dict, out) -> None:
 
     Plan steps:
       ("send", peer, seed, idx, big_bytes)   -> reports ("sent", idx, seconds) or ("send_error", idx, type, text)
-      ("recv", peer, count, timeout)        -> reports ("recv", seed, idx, ok) per message, or ("recv_timeout", text)
+      ("recv", peer, count, timeout)        -> reports ("recv", seed, idx, ok) per message, or ("recv_timeout", text),
+                                               or ("recv_gone", text, time.monotonic()) on ConnectionError
       ("exchange", peer, seed, peer_seed, n) -> sends n messages in a thread while receiving n
       ("rss",)                              -> reports ("rss", peak RSS growth in bytes since launch)
       ("hold", seconds)                     -> just waits (keeps the server up)
@@ -178,6 +179,9 @@ def party_main(spec: dict, out) -> None:
                     msg = comm.receive(peer, timeout=timeout)
                 except TimeoutError as err:
                     out.put(("recv_timeout", str(err)))
+                    return
+                except ConnectionError as err:  # the peer is gone (said goodbye, or died)
+                    out.put(("recv_gone", str(err), time.monotonic()))
                     return
                 seed, idx = message_id(msg)
                 big = msg["big"].asnumpy().nbytes if "big" in msg else 0

@@ -148,3 +148,101 @@ def test_property_round_trip_of_random_arrays(array):
     assert out.shape == array.shape
     assert out.asnumpy().dtype == array.dtype
     assert out.asnumpy().tobytes() == array.tobytes()
+
+
+# --- pinned wire bytes (a round trip alone would not notice a symmetric change) --------------------
+
+_HALF = [1.0, -2.0, 0.5, 65504.0, -0.0, float("inf"), 2.0 ** -24]
+_HALF_WIRE = bytes.fromhex("003c" "00c0" "0038" "ff7b" "0080" "007c" "0100")
+_BF16 = [1.0, -2.0, 0.5, 3.0, -0.0, float("inf"), 2.0 ** -133]
+_BF16_WIRE = bytes.fromhex("803f" "00c0" "003f" "4040" "0080" "807f" "0100")
+
+
+def _message_bytes(data_type: bytes, payload: bytes) -> bytes:
+    """TensorListProto {length: 1, key_order: ["h"], tensors: [{name, ref_key: "h", dims: [7],
+    data_type, size: 7, raw_data}]} written out field by field."""
+    tensor = (b"\x0a\x01h" b"\x12\x01h" b"\x1a\x01\x07" + b"\x22" + bytes([len(data_type)]) + data_type
+              + b"\x48\x07" + b"\x2a" + bytes([len(payload)]) + payload)
+    return b"\x30\x01" b"\x3a\x01h" + b"\x12" + bytes([len(tensor)]) + tensor
+
+
+@pytest.mark.parametrize("values, dtype, wire, name", [
+    (_HALF, ms.float16, _HALF_WIRE, b"float16"), (_BF16, ms.bfloat16, _BF16_WIRE, b"bfloat16")], ids=["fp16", "bf16"])
+def test_half_precision_wire_bytes_are_pinned(values, dtype, wire, name):
+    tensor = ms.Tensor(np.array(values, np.float32), dtype)
+    assert codec.dumps({"h": tensor}) == _message_bytes(name, wire)
+    out = codec.loads(_message_bytes(name, wire))["h"]
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out.astype(ms.float32).asnumpy(), np.array(values, np.float32))
+
+
+# --- decode limits -------------------------------------------------------------------------------
+
+def _bomb_bytes(count):
+    tensor = TensorProto(name="b", ref_key="b", dims=[count], data_type="float64", raw_data=bytes(-(-count // 8)),
+                         compress_type="min_max", bit_num=1, min_val=0.0, max_val=1.0, size=count)
+    return TensorListProto(tensors=[tensor], key_order=["b"], length=1).SerializeToString()
+
+
+def test_decoded_size_is_bounded_before_allocation():
+    import tracemalloc
+
+    limits = codec.DecodeLimits(max_decoded_bytes=1 << 20)
+    assert codec.loads(_bomb_bytes(1 << 17), as_numpy=True, limits=limits)["b"].nbytes == 1 << 20
+    data = _bomb_bytes(1 << 24)  # 2 MiB on the wire, 128 MiB decoded
+    tracemalloc.start()
+    try:
+        with pytest.raises(codec.DecodeLimitExceeded, match=r"tensor 'b' \(shape \[16777216\], float64\).*"
+                                                            r"more than 1048576 bytes"):
+            codec.loads(data, limits=limits)
+        assert tracemalloc.get_traced_memory()[1] < 1 << 20  # refused before anything was allocated
+    finally:
+        tracemalloc.stop()
+
+
+def test_tensor_count_header_size_and_nesting_are_bounded():
+    limits = codec.DecodeLimits(max_entries=100, max_header_bytes=4096)
+    flat = codec.dumps({f"t{i}": np.zeros(1, np.int8) for i in range(101)})
+    with pytest.raises(codec.DecodeLimitExceeded, match="more than 100 tensors and dicts"):
+        codec.loads(flat, limits=limits)
+    nested = {"a": {f"t{i}": np.zeros(1, np.int8) for i in range(60)}, "b": {f"t{i}": np.zeros(1) for i in range(60)}}
+    with pytest.raises(codec.DecodeLimitExceeded, match="more than 100 tensors"):
+        codec.loads(codec.dumps(nested), limits=limits)
+    with pytest.raises(codec.DecodeLimitExceeded, match="bytes of names/keys/dims"):
+        codec.loads(codec.dumps({"k" * 5000: np.zeros(1)}), limits=limits)
+    deep = TensorListProto(name="root")
+    node = deep
+    for i in range(40):
+        node.key_order.append(f"d{i}")
+        node = node.tensor_list.add(name=f"d{i}")
+    with pytest.raises(ValueError, match="nested deeper than 32 levels"):
+        codec.loads(deep.SerializeToString(), limits=codec.DecodeLimits())
+    assert len(codec.loads(flat)) == 101  # without limits (local use) nothing changes
+
+
+def test_a_flood_of_empty_fields_stops_the_scan_early():
+    import time
+    import tracemalloc
+
+    data = b"\x12\x00" * 4_000_000  # 8 MB: four million empty tensors
+    tracemalloc.start()
+    start = time.monotonic()
+    try:
+        with pytest.raises(codec.DecodeLimitExceeded, match="more than 10000 tensors and dicts"):
+            codec.loads(data, limits=codec.DecodeLimits())
+        assert tracemalloc.get_traced_memory()[1] < 8 << 20
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - start < 2
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_complex_decodes_at_every_buffer_alignment(dtype):
+    """Before: a payload at an offset not a multiple of the item size -> 'Unsupported data type'."""
+    array = (np.arange(6) - 1j * np.arange(6)).astype(dtype).reshape(2, 3)
+    data = codec.dumps({"c": array})
+    for pad in range(16):
+        buf = np.empty(len(data) + pad, np.uint8)[pad:]
+        buf[:] = np.frombuffer(data, np.uint8)
+        out = codec.loads(buf)["c"]
+        assert out.dtype == getattr(ms, dtype) and np.array_equal(out.asnumpy(), array), pad

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from tests.communication.conftest import free_port, ssl_kwargs
+from tests.communication.conftest import free_port, make_message, ssl_kwargs
 
 
 def _spec(name, port, peers, pki=None, plan=(), opts=None, **ssl_overrides):
@@ -37,8 +37,8 @@ def test_refused_peers_get_clear_errors_and_server_keeps_serving(pki, parties):
         ("follower", {"client": "rogue/follower_client.p12"}, "refused our client certificate"),
         ("follower", {"client": "follower_expired_client.pem"}, "refused our client certificate"),
         ("follower", {"client": "follower_revoked_client.pem"}, "revoked"),
-        ("follower", {"client": "mallory_client.pem"}, "do not include the claimed sender 'follower'"),
-        ("mallory", {}, "unknown sender 'mallory'"),
+        ("follower", {"client": "mallory_client.pem"}, "include none of the configured peers ['follower']"),
+        ("mallory", {}, "include none of the configured peers ['follower']"),
         ("follower", rogue, "not trusted"),  # the leader's server certificate is not trusted
         ("follower", None, "not acknowledged"),  # plaintext client against a TLS server
     ]
@@ -60,7 +60,8 @@ def test_refused_peers_get_clear_errors_and_server_keeps_serving(pki, parties):
     follower.expect("sent")
     # the server only ever delivered the good message, and is still serving
     assert leader.expect("recv")[1:] == (7, 0, True)
-    assert leader.expect("recv_timeout", timeout=30)
+    # and nothing more: the follower's communicator closes after its plan and says so
+    assert "'follower' closed its communicator" in leader.expect("recv_gone", timeout=30)[1]
 
 
 @pytest.mark.timeout(90)
@@ -120,7 +121,8 @@ def test_receiver_killed_mid_message_and_restarted_gets_it_exactly_once(pki, par
                            [("recv", "follower", 2, 60), ("recv", "follower", 1, 2)]))
     got = [second.expect("recv", timeout=90)[1:] for _ in range(2)]
     assert got == [(5, 2, True), (5, 3, True)], (got, follower.seen, follower.out.qsize())
-    assert second.expect("recv_timeout", timeout=30)  # and nothing more: no duplicate of message 2
+    # and nothing more (no duplicate of message 2): the follower closes after its plan and says so
+    assert "closed its communicator" in second.expect("recv_gone", timeout=30)[1]
     assert follower.expect("sent")[1] == 2 and follower.expect("sent")[1] == 3
 
 
@@ -144,3 +146,24 @@ def test_one_gib_message_with_bounded_memory(pki, parties):
     # from their memory, no serialized copy of the whole message is made. (Measured: +30 / +11 MiB.)
     assert recv_growth < size + (160 << 20), recv_growth
     assert send_growth < size + (160 << 20), send_growth
+
+
+@pytest.mark.timeout(90)
+def test_peer_killed_is_reported_within_10_s_naming_it(pki, parties):
+    """Before: a receive blocked on a SIGKILLed peer waited out its whole timeout."""
+    from mindspore_federated import SSLConfig, ServerConfig, VerticalFederatedCommunicator
+
+    lp, fp = free_port(), free_port()
+    follower = parties(_spec("follower", fp, {"leader": lp}, pki, [("send", "leader", 1, 0, 0), ("hold", 120)]))
+    me, peer = ServerConfig("leader", f"127.0.0.1:{lp}"), ServerConfig("follower", f"127.0.0.1:{fp}")
+    with VerticalFederatedCommunicator(me, peer, True, SSLConfig(**ssl_kwargs(pki, "leader"))) as leader:
+        assert list(leader.receive("follower", timeout=60)) == list(make_message(1, 0))
+        time.sleep(1.0)  # a heartbeat or two in both directions
+        killed = time.monotonic()
+        follower.stop()  # SIGKILL: no goodbye
+        with pytest.raises(ConnectionError) as info:
+            leader.receive("follower", timeout=120)
+        assert time.monotonic() - killed < 10, str(info.value)
+    text = str(info.value)
+    assert f"peer 'follower' (127.0.0.1:{fp}) is gone: no sign of life" in text, text
+    assert f"nothing listens on 127.0.0.1:{fp}" in text and "--resume" in text, text

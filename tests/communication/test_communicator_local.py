@@ -203,3 +203,155 @@ def test_tls_client_against_plaintext_server_fails_fast(pki):
         assert time.monotonic() - start < 10
         with pytest.raises(TimeoutError):
             plain.receive("follower", timeout=0.1)
+
+
+# --- limits, timeouts and liveness ----------------------------------------------------------------
+
+@pytest.mark.timeout(60)
+def test_complex_tensors_round_trip_through_the_communicator():
+    """Before: the receive buffer's payload offsets left complex data misaligned -> UNKNOWN."""
+    leader, follower = _pair()
+    rng = np.random.default_rng(3)
+    with leader, follower:
+        for pad in range(8):  # key lengths move the payload's offset through every alignment
+            message = {"k" * (pad + 1): (rng.standard_normal(5) + 1j * rng.standard_normal(5)).astype(np.complex64),
+                       "c128" + "x" * pad: rng.standard_normal((2, 3)) * (1 + 2j)}
+            leader.send_tensors("follower", message)
+            assert digest(follower.receive("leader", timeout=10)) == digest(message)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("error, code", [(RuntimeError("Unsupported data type!"), "INVALID_ARGUMENT"),
+                                         (MemoryError(), "RESOURCE_EXHAUSTED")])
+def test_any_decode_failure_is_a_precise_status_never_unknown(monkeypatch, error, code):
+    from mindspore_federated.communication import codec
+
+    real = codec.loads
+
+    def failing(data, *args, **kwargs):
+        if len(data) > 1000:
+            raise error
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(codec, "loads", failing)
+    leader, follower = _pair()
+    with leader, follower:
+        with pytest.raises(ConnectionRefusedError, match=f"{code}.*message 1 from 'leader'"):
+            leader.send_tensors("follower", {"big": np.zeros(1000, np.uint8)})
+        leader.send_tensors("follower", {"small": np.arange(3)})  # still serving
+        assert list(follower.receive("leader", timeout=10)) == ["small"]
+
+
+@pytest.mark.timeout(60)
+def test_stalled_calls_are_capped_per_peer_and_cancelled_when_silent(monkeypatch):
+    import grpc
+    from mindspore_federated._proto.vfl_pb2 import SendAck
+    from mindspore_federated.communication import transport
+
+    monkeypatch.setattr(transport, "FIRST_DATA_TIMEOUT", 1.0)
+    a = ServerConfig("leader", f"127.0.0.1:{free_port()}")
+    b = ServerConfig("follower", f"127.0.0.1:{free_port()}")
+    release = threading.Event()
+
+    def nothing():
+        release.wait(30)
+        return
+        yield  # noqa: unreachable
+
+    with VerticalFederatedCommunicator(b, a) as follower, grpc.insecure_channel(b.server_address) as channel:
+        stub = channel.stream_unary(transport.METHOD, response_deserializer=SendAck.FromString)
+        start = time.monotonic()
+        calls = [stub.future(nothing(), timeout=30) for _ in range(transport.STREAMS_PER_PEER + 3)]
+        for call in calls:
+            call.exception(timeout=10)
+        codes = [call.exception().code() for call in calls]
+        # over the cap: turned away at once; admitted ones: cancelled after 1 s of silence
+        assert codes.count(grpc.StatusCode.UNAVAILABLE) == 3, codes
+        assert codes.count(grpc.StatusCode.CANCELLED) == transport.STREAMS_PER_PEER, codes
+        assert 0.9 < time.monotonic() - start < 5
+        release.set()
+        with VerticalFederatedCommunicator(a, b) as leader:  # and the server serves normally afterwards
+            leader.send_tensors("follower", {"x": np.ones(2)})
+            assert list(follower.receive("leader", timeout=10)) == ["x"]
+
+
+@pytest.mark.timeout(30)
+def test_receive_timeout_says_nothing_listens_on_the_peer_address():
+    a = ServerConfig("leader", f"127.0.0.1:{free_port()}")
+    b = ServerConfig("follower", f"127.0.0.1:{free_port()}")
+    with VerticalFederatedCommunicator(a, b) as leader:
+        time.sleep(1.5)  # a heartbeat or two found nobody
+        with pytest.raises(TimeoutError, match=rf"nothing listens on {b.server_address} \(is 'follower' "
+                                               rf"started\? is the port right\?\)"):
+            leader.receive("follower", timeout=0.5)
+
+
+@pytest.mark.timeout(30)
+def test_address_answered_by_something_else_than_a_communicator_is_named():
+    import grpc
+    from concurrent import futures
+
+    server = grpc.server(futures.ThreadPoolExecutor(1))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        leader = VerticalFederatedCommunicator(ServerConfig("leader", f"127.0.0.1:{free_port()}"),
+                                               ServerConfig("follower", f"127.0.0.1:{port}"))
+        with leader:
+            start = time.monotonic()
+            with pytest.raises(ConnectionError, match=rf"peer 'follower' \(127.0.0.1:{port}\) is gone: something "
+                                                      rf"answers on 127.0.0.1:{port}, but not a mindspore_federated"):
+                leader.receive("follower", timeout=20)
+            assert time.monotonic() - start < 5
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.timeout(60)
+def test_server_with_another_certificate_identity_is_named(pki):
+    from mindspore_federated import SSLConfig
+    from tests.communication.conftest import ssl_kwargs
+
+    a = ServerConfig("leader", f"127.0.0.1:{free_port()}")
+    b = ServerConfig("follower", f"127.0.0.1:{free_port()}")
+    # the leader's server certificate is valid, but for 10.9.8.7, not the address the follower dials
+    with VerticalFederatedCommunicator(a, b, True, SSLConfig(**ssl_kwargs(pki, "leader", server="leader_wrongip_server.p12"))), \
+            VerticalFederatedCommunicator(b, a, True, SSLConfig(**ssl_kwargs(pki, "follower"))) as follower:
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match=rf"peer 'leader' \({a.server_address}\) is gone: the server on "
+                                                  rf"{a.server_address} is not 'leader' as configured: TLS handshake"):
+            follower.receive("leader", timeout=20)
+        assert time.monotonic() - start < 5
+
+
+@pytest.mark.timeout(30)
+def test_peer_answering_as_another_party_is_named():
+    a = ServerConfig("leader", f"127.0.0.1:{free_port()}")
+    other = ServerConfig("other", f"127.0.0.1:{free_port()}")
+    # the leader believes 'follower' listens where 'other' does (a wrong port in its config)
+    leader = VerticalFederatedCommunicator(a, ServerConfig("follower", other.server_address))
+    with leader, VerticalFederatedCommunicator(other, a):
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match=rf"peer 'follower' \({other.server_address}\) is gone: "
+                                                  rf"{other.server_address} answers as 'other', not as 'follower'"):
+            leader.receive("follower", timeout=20)
+        assert time.monotonic() - start < 5
+
+
+@pytest.mark.timeout(30)
+def test_goodbye_reason_reaches_the_blocked_receiver_after_queued_messages():
+    leader, follower = _pair()
+    with leader, follower:
+        leader.send_tensors("follower", {"last": np.ones(1)})
+        assert leader.goodbye("step 7: disk full") == {"follower": ""}
+        assert list(follower.receive("leader", timeout=5)) == ["last"]  # queued messages first
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match=r"peer 'leader' \(127\.0\.0\.1:\d+\) is gone: "
+                                                  r"it stopped and said why: step 7: disk full"):
+            follower.receive("leader", timeout=20)
+        assert time.monotonic() - start < 1
+        leader.close()  # after its goodbye: no second farewell, and sends to it fail at once
+        start = time.monotonic()
+        with pytest.raises(ConnectionError, match="peer 'leader'.*disk full"):
+            follower.send_tensors("leader", {"x": np.ones(1)})
+        assert time.monotonic() - start < 2

@@ -173,3 +173,59 @@ def test_certificate_paths_may_come_later(pki):
         load_tls_material(config)
     config.ca_cert_path = kwargs["ca_cert_path"]
     assert load_tls_material(config).client_leaf is not None
+
+
+def _gen_certs(*args, check=True):
+    return subprocess.run([sys.executable, "-m", "mindspore_federated.tools.gen_certs", *map(str, args),
+                           "--password", "pw"], cwd=ROOT, capture_output=True, text=True, timeout=50, check=check)
+
+
+@pytest.mark.timeout(120)
+def test_gen_certs_revoke_adds_to_the_crl(tmp_path):
+    """Before: each --revoke wrote a CRL of only the certificates given, undoing earlier revocations."""
+    out = tmp_path / "certs"
+    _gen_certs(out, "--names", "alice,bob")
+    serial = lambda name: x509.load_pem_x509_certificates((out / name).read_bytes())[0].serial_number  # noqa: E731
+    _gen_certs(out, "--revoke", out / "alice_client.pem")
+    _gen_certs(out, "--revoke", out / "bob_client.pem", "--revoke", out / "bob_server.pem")
+    _gen_certs(out, "--revoke", out / "bob_client.pem")  # again: listed once
+    crl = x509.load_pem_x509_crl((out / "crl.pem").read_bytes())
+    assert sorted(r.serial_number for r in crl) == sorted(
+        serial(n) for n in ("alice_client.pem", "bob_client.pem", "bob_server.pem"))
+    assert RevocationList(str(out / "crl.pem"), [x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())])
+
+
+@pytest.mark.timeout(120)
+def test_gen_certs_files_with_keys_end_0600_even_if_they_existed(tmp_path):
+    """Before: a pre-existing 0644/0666 file kept its mode when rewritten with a private key."""
+    out = tmp_path / "certs"
+    out.mkdir()
+    keyed = ["ca_key.pem", "alice_server.p12", "alice_server.pem", "alice_client.p12", "alice_client.pem"]
+    for i, name in enumerate(keyed + ["ca.pem", "crl.pem"]):
+        (out / name).write_bytes(b"old")
+        os.chmod(out / name, 0o666 if i % 2 else 0o644)
+    _gen_certs(out, "--names", "alice")
+    modes = {name: oct((out / name).stat().st_mode & 0o777) for name in keyed + ["ca.pem", "crl.pem"]}
+    assert modes == {**{n: "0o600" for n in keyed}, "ca.pem": "0o644", "crl.pem": "0o644"}, modes
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("planted", ["alice_client.pem", "ca_key.pem", "crl.pem"])
+def test_gen_certs_refuses_a_symlink_planted_in_the_output_folder(tmp_path, planted):
+    """Before: the key was written through the link, wherever it pointed."""
+    out, victim = tmp_path / "certs", tmp_path / "victim"
+    out.mkdir()
+    victim.write_bytes(b"precious")
+    (out / planted).symlink_to(victim)
+    result = _gen_certs(out, "--names", "alice", check=False)
+    assert result.returncode != 0
+    assert f"refusing to write {out / planted}: it is a symbolic link" in result.stderr, result.stderr
+    assert victim.read_bytes() == b"precious"
+    if planted == "crl.pem":  # the same holds for --revoke
+        (out / planted).unlink()
+        _gen_certs(out, "--names", "alice")
+        (out / planted).unlink()
+        (out / planted).symlink_to(victim)
+        result = _gen_certs(out, "--revoke", out / "alice_client.pem", check=False)
+        assert f"{out / planted}: it is a symbolic link" in result.stderr, result.stderr
+        assert victim.read_bytes() == b"precious"
