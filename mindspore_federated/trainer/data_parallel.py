@@ -16,7 +16,7 @@ Every rank must call the collective methods in the same order (they are collecti
 import logging
 import os
 import sys
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import mindspore as ms
@@ -85,6 +85,16 @@ class RankGroup:
         return {k: self.shard_dict(v) if isinstance(v, Mapping) else self.shard(v, k)
                 for k, v in tensors.items()}
 
+    def gather_dict(self, tensors: Mapping[str, Any]) -> Dict[str, Any]:
+        """``gather`` over a (nested) dict of tensors."""
+        return {k: self.gather_dict(v) if isinstance(v, Mapping) else self.gather(v)
+                for k, v in tensors.items()}
+
+    def shard_message(self, raw: Mapping[str, Any]) -> Dict[str, Any]:
+        """A message with every tensor but its ``meta`` header replaced by this rank's slice."""
+        return {k: v if k == "meta" else (self.shard_dict(v) if isinstance(v, Mapping) else self.shard(v, k))
+                for k, v in raw.items()}
+
     # -------------------------------------------------------------- broadcast
     def broadcast_bytes(self, data: Optional[bytes]) -> bytes:
         """Rank 0's bytes on every rank (others pass None). The bytes travel bit for bit,
@@ -110,6 +120,33 @@ class RankGroup:
         from mindspore_federated.communication import codec  # pylint: disable=import-outside-toplevel
         data = codec.dumps(msg) if self.is_root else None
         return codec.loads(self.broadcast_bytes(data))
+
+
+class DataParallelHandler:
+    """A follower's message handler (``forward``/``backward``/``apply``/``evaluate`` over received
+    messages, e.g. the protocol's ``FLModelFollower``) run on this rank's slice of every message;
+    the replies are the gathered full-batch tensors, the same on every rank. The gradient
+    statistics come from the all-reduced gradients, so they are the same on every rank too."""
+
+    def __init__(self, handler: Any, group: RankGroup) -> None:
+        self.handler = handler
+        self.group = group
+
+    def _slice(self, msg: Any) -> Any:
+        return type(msg)(self.group.shard_message(msg.raw), msg.sender)
+
+    def forward(self, msg: Any) -> Dict[str, Any]:
+        return self.group.gather_dict(self.handler.forward(self._slice(msg)))
+
+    def backward(self, msg: Any) -> Tuple[Dict[str, Any], Any]:
+        grads, stats = self.handler.backward(self._slice(msg))
+        return self.group.gather_dict(grads), stats
+
+    def apply(self, decision: Any) -> None:
+        self.handler.apply(decision)
+
+    def evaluate(self, msg: Any) -> Dict[str, Any]:
+        return self.group.gather_dict(self.handler.evaluate(self._slice(msg)))
 
 
 class RootRelayChannel:
@@ -148,4 +185,4 @@ class RootRelayChannel:
             self.channel.close()
 
 
-__all__ = ["RankGroup", "RootRelayChannel", "launched_by_msrun"]
+__all__ = ["RankGroup", "RootRelayChannel", "DataParallelHandler", "launched_by_msrun"]

@@ -1,7 +1,7 @@
 """One worker of the data-parallel follower test (started by msrun from test_data_parallel.py).
 
-Every rank: a follower FLModel under DATA_PARALLEL fed, through RootRelayChannel, with the
-messages only rank 0 receives; it computes on its slice of the batch. Rank 0 also runs the same
+Every rank: a follower FLModel under DATA_PARALLEL behind DataParallelHandler, fed through
+RootRelayChannel with the messages only rank 0 receives; it computes on its slice of the batch. Rank 0 also runs the same
 steps on a single-process FLModel (the reference) and writes the largest differences to OUT.
 """
 import json
@@ -13,7 +13,7 @@ import mindspore as ms
 from mindspore import Tensor
 
 from mindspore_federated import FLModel
-from mindspore_federated.trainer.data_parallel import RankGroup, RootRelayChannel
+from mindspore_federated.trainer.data_parallel import DataParallelHandler, RankGroup, RootRelayChannel
 from tests.trainer.splitnet import BATCH, HF, XF, make_nets, write_yaml, yaml_dicts
 
 STEPS = 4
@@ -40,11 +40,37 @@ class _Queue:
 
 
 def _messages(seed):
+    """Per step, what the leader sends: the forward's inputs, then the backward's sensitivities."""
     rng = np.random.default_rng(seed)
-    return [{"meta": {"step": np.asarray(i, np.int64)},
-             "xf": rng.standard_normal((BATCH, XF)).astype(np.float32),
-             "loss": {"hf": (rng.standard_normal((BATCH, HF)) / BATCH).astype(np.float32)}}
-            for i in range(STEPS)]
+    out = []
+    for i in range(STEPS):
+        out.append({"meta": {"step": np.asarray(i, np.int64)}, "xf": rng.standard_normal((BATCH, XF)).astype(np.float32)})
+        out.append({"meta": {"step": np.asarray(i, np.int64)},
+                    "loss": {"hf": (rng.standard_normal((BATCH, HF)) / BATCH).astype(np.float32)}})
+    return out
+
+
+class _Msg:
+    """A received message as the protocol hands it to a follower handler: the raw dict, the sender."""
+
+    def __init__(self, raw, sender="leader"):
+        self.raw, self.sender = raw, sender
+
+
+class _Handler:
+    """A minimal follower handler over one FLModel (what the protocol's FLModelFollower does)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.inputs = None
+
+    def forward(self, msg):
+        self.inputs = {"xf": msg.raw["xf"]}
+        return {"hf": self.model.forward_one_step(self.inputs)["hf"]}
+
+    def backward(self, msg):
+        grads = self.model.backward_one_step(self.inputs, sens={"loss": msg.raw["loss"]})
+        return {"dxf": grads["hf"]["xf"]}, None
 
 
 def _yaml(out_dir, rank):
@@ -59,15 +85,15 @@ def run(mode, out_dir, group, reference):
     net = make_nets(seed=1)[0]
     model = FLModel(yaml_data, net)                         # DATA_PARALLEL: gradients summed
     channel = RootRelayChannel(_Queue(_messages(7)) if group.is_root else None, group)
+    handler = DataParallelHandler(_Handler(model), group)
     diffs = {"hf": 0.0, "dxf": 0.0, "weights": 0.0}
     for step in range(STEPS):
-        msg = channel.recv()
-        assert int(np.asarray(msg["meta"]["step"].asnumpy())) == step
-        xf = group.shard(msg["xf"], "xf")
-        hf = group.gather(model.forward_one_step({"xf": xf})["hf"])
-        grads = model.backward_one_step({"xf": xf}, sens={"loss": {"hf": group.shard(msg["loss"]["hf"])}})
-        dxf = group.gather(grads["hf"]["xf"])
-        channel.send({"hf": hf, "dxf": dxf})
+        msg = _Msg(channel.recv())
+        assert int(np.asarray(msg.raw["meta"]["step"].asnumpy())) == step
+        hf = handler.forward(msg)["hf"]
+        channel.send({"hf": hf})
+        dxf = handler.backward(_Msg(channel.recv()))[0]["dxf"]
+        channel.send({"dxf": dxf})
         if reference is not None:
             ref_hf, ref_dxf, ref_weights = reference[step]
             diffs["hf"] = max(diffs["hf"], float(np.abs(hf.asnumpy() - ref_hf).max()))
@@ -75,6 +101,8 @@ def run(mode, out_dir, group, reference):
             diffs["weights"] = max(diffs["weights"], max(
                 float(np.abs(p.asnumpy() - w).max() / (np.abs(w).max() + 1e-12))
                 for p, w in zip(net.trainable_params(), ref_weights)))
+    if group.is_root:
+        assert len(channel.channel.sent) == 2 * STEPS     # only rank 0 talked to the leader
     return diffs
 
 
@@ -84,10 +112,11 @@ def reference_run(mode, out_dir):
     net = make_nets(seed=1)[0]
     model = FLModel(_yaml(out_dir, "ref"), net)
     steps = []
-    for msg in _messages(7):
-        batch = {"xf": Tensor(msg["xf"])}
+    messages = _messages(7)
+    for fwd, bwd in zip(messages[::2], messages[1::2]):
+        batch = {"xf": Tensor(fwd["xf"])}
         hf = model.forward_one_step(batch)["hf"].asnumpy()
-        dxf = model.backward_one_step(batch, sens={"loss": {"hf": Tensor(msg["loss"]["hf"])}})["hf"]["xf"]
+        dxf = model.backward_one_step(batch, sens={"loss": {"hf": Tensor(bwd["loss"]["hf"])}})["hf"]["xf"]
         steps.append((hf, dxf.asnumpy(), [p.asnumpy().copy() for p in net.trainable_params()]))
     return steps
 
