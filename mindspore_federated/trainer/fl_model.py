@@ -415,9 +415,22 @@ class FLModel:
         for item in net.outputs:
             value = named[item.name]
             if (item.destination == "remote" and item.name not in passed_through
-                    and not isinstance(value, Parameter) and ops.is_floating_point(value)):
+                    and ops.is_floating_point(value) and not self._is_weight(value)):
                 named[item.name] = self._embedding_dp(value)
         return named
+
+    def _is_weight(self, value: Tensor) -> bool:
+        """Whether an output is one of the network's weights. In PyNative mode a returned
+        Parameter is itself; a compiled graph returns a copy, recognised by shape and value
+        (compared only against weights of the same shape, which activations rarely have)."""
+        if isinstance(value, Parameter):
+            return True
+        shape = tuple(value.shape)
+        same = [p for p in self._train_net.get_parameters() if tuple(p.shape) == shape]
+        if not same:
+            return False
+        data = value.asnumpy()
+        return any(np.array_equal(p.asnumpy(), data) for p in same)
 
     def _records_tape(self) -> bool:
         """Keep the forward's tape only where backward can reuse it (PyNative, FLModel grads)."""

@@ -412,13 +412,16 @@ from tests.trainer import test_vfl_optim as t
 t.test_grad_operation_tag_and_constant_sens()
 t.test_grad_scaler_returns_listed_inputs_in_order()
 t.test_optimizer_sums_its_terms_and_applies_them(pathlib.Path(sys.argv[1]))
+from tests.trainer import test_privacy_integration as p
+p.test_embedding_dp_never_perturbs_a_returned_parameter(pathlib.Path(sys.argv[1]))
 print(json.dumps(losses))
 """
 
 
 def test_original_program_in_graph_mode(tmp_path):
     """The original's programs run in GRAPH_MODE: same losses there, through backward graphs
-    compiled once (a fresh process: the mode is process-wide)."""
+    compiled once; the per-term objects and EmbeddingDP's sparing of a returned weight table
+    hold there too (a fresh process: the mode is process-wide)."""
     import json
     import os
     import subprocess
