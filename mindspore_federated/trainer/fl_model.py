@@ -167,7 +167,6 @@ class FLModel:
         self.global_step: int = 0
         self._ckpt_dir: str = yaml_data.ckpt_path
         self._tape: Optional[_ForwardTape] = None
-        self._compiled_grads: Dict[tuple, Any] = {}  # GRAPH_MODE backward graphs, per weight set
         # GRAPH_MODE: outputs of a forward per input signature (they shape the sensitivities),
         # the compiled backward graphs (without / with the forward's outputs) and the optimizers
         # they apply
@@ -477,8 +476,8 @@ class FLModel:
             input_grads, weight_grads = _as_tuple(input_grads), _as_tuple(weight_grads)
         else:
             weights = list(pas.weights.values())
-            _, input_grads, weight_grads = vjp(self._train_net, inputs, weights, cotangent,
-                                               self._compiled_grads)
+            # PyNative only: in GRAPH_MODE backward_one_step runs _run_graph instead
+            _, input_grads, weight_grads = vjp(self._train_net, inputs, weights, cotangent, {})
         pas.weight_grads = {id(p): g for p, g in zip(weights, weight_grads)}
         pas.input_grads = zero_integer_grads(input_grads, inputs)
 
