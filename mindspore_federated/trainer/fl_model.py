@@ -425,7 +425,8 @@ class FLModel:
         if isinstance(value, Parameter):
             return True
         shape = tuple(value.shape)
-        same = [p for p in self._train_net.get_parameters() if tuple(p.shape) == shape]
+        weights = list(self._train_net.get_parameters()) + list(self._eval_net.get_parameters())
+        same = [p for p in weights if tuple(p.shape) == shape]
         if not same:
             return False
         data = value.asnumpy()
@@ -472,7 +473,7 @@ class FLModel:
         if tape is not None:  # differentiates all weights; this pass keeps those it needs
             weights = tape.weights
             grads = tape.vjp_fn(cotangent(tape.outputs))
-            input_grads, weight_grads = (grads if weights else (grads, ()))
+            input_grads, weight_grads = grads if weights else (grads, ())
             input_grads, weight_grads = _as_tuple(input_grads), _as_tuple(weight_grads)
         else:
             weights = list(pas.weights.values())
