@@ -44,7 +44,8 @@ def worker(args: argparse.Namespace) -> dict:
     largs = run_pangu_train_local.parse_args(
         ["--config", args.config, "--vocab_size", str(args.vocab_size), "--seed", "1", "--dropout_rate", "0",
          "--train_steps", str(args.steps), "--log_steps", str(max(args.steps // 5, 1)), "--save_ckpt_steps", "0",
-         "--synthetic", "--mode", "pynative", "--output_dir", out, "--wire", *VARIANTS[args.variant]])
+         "--synthetic", "--exec_mode", "pynative", "--output_dir", out, "--wire", "--run_config", "none",
+         *VARIANTS[args.variant]])
     largs.eval_data_url = None
     largs.synthetic = True
     t0 = time.perf_counter()

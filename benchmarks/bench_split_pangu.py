@@ -53,13 +53,13 @@ def _rss_mib() -> float:
 
 def _exec_mode(mode: str) -> List[str]:
     """The split programs' execution mode for a benchmark mode name."""
-    return ["--mode", "graph" if mode.endswith("_graph") else "pynative"]
+    return ["--exec_mode", "graph" if mode.endswith("_graph") else "pynative"]
 
 
 def _common(args: argparse.Namespace) -> List[str]:
     return ["--config", args.config, "--vocab_size", str(args.vocab_size), "--seed", "1", "--dropout_rate", "0",
             "--train_steps", str(args.warmup + args.steps), "--log_steps", str(max(1, args.warmup + args.steps)),
-            "--save_ckpt_steps", "0", "--loss_scale", "1024"]
+            "--save_ckpt_steps", "0", "--loss_scale", "1024", "--run_config", "none"]
 
 
 def _rate(records: List[dict], warmup: int) -> float:
@@ -74,7 +74,7 @@ def worker_central(args: argparse.Namespace, mode: str) -> dict:
     import mindspore_federated  # noqa: F401
     import train_centralized as tc
     from src.utils import config_from_args, synthetic_batch
-    targs = tc.parse_args(_common(args) + ["--synthetic", "--mode", mode])
+    targs = tc.parse_args(_common(args) + ["--synthetic", "--exec_mode", mode])
     tc.set_context(targs)
     config = config_from_args(targs)
     total = args.warmup + args.steps
@@ -94,12 +94,13 @@ def worker_split_local(args: argparse.Namespace, out: str, mode: str) -> dict:
     sys.path.insert(0, str(EXAMPLE))
     import mindspore_federated  # noqa: F401
     import run_pangu_train_local
-    from src.split_train import Kind, run_local
+    from mindspore_federated.protocol import Kind
+    from src.split_train import run_local
     log = os.path.join(out, "local_loss.json")
     largs = run_pangu_train_local.parse_args(_common(args) + _exec_mode(mode) + [
         "--synthetic", "--output_dir", out, "--loss_log", log, "--log_file", "", "--eval_steps", "1"])
     res = run_local(largs, measure=True)
-    train_kinds = {Kind.FWD, Kind.HIDDEN, Kind.GRAD, Kind.EMB_GRAD, Kind.DECISION}
+    train_kinds = {Kind.FORWARD, Kind.FORWARD_REPLY, Kind.BACKWARD, Kind.BACKWARD_REPLY, Kind.DECISION}
     sent = res["channel"].sent_log + res["follower"].channel.sent_log
     per_step = sum(size for kind, size in sent if kind in train_kinds) / len(res["losses"])
     with open(log, encoding="utf-8") as f:

@@ -1,10 +1,11 @@
 """Party B of the two-process split training: the computation centre, Backbone (transformer blocks).
 
 Holds no data and no vocabulary: it learns everything it needs (total steps, LR schedule) from the
-leader's startup handshake and receives only activations and gradients. Usually started by
+leader's startup handshake and receives only activations and gradients. Takes the same command line
+and run configuration as the leader (data flags are ignored, with one info line). Usually started by
 run_pangu_train_follower.sh.
 
-    python run_pangu_train_follower.py --http_server_address 127.0.0.1:10086 \
+    MSF_CERT_PASSWORD=... python run_pangu_train_follower.py --http_server_address 127.0.0.1:10086 \
         --remote_server_address 127.0.0.1:10087 --enable_ssl true ... (certificates)
 """
 from __future__ import annotations
@@ -12,35 +13,57 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import mindspore_federated  # noqa: E402,F401  (before mindspore: protobuf backend)
-
-from src.split_train import add_split_args, run_follower, split_defaults  # noqa: E402
-from src.utils import add_training_args  # noqa: E402
+from src.cli import (add_split_args, add_training_args, ignore_data_flags, output_dir,  # noqa: E402
+                     parse_with_run_config, resolve_passwords)
 
 logger = logging.getLogger("run_pangu_train_follower")
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Split PanGu-alpha, party B (follower: transformer blocks)")
     add_training_args(parser)
-    add_split_args(parser, communicator=True, data_owner=False)
-    split_defaults(parser)
-    parser.set_defaults(http_server_address="127.0.0.1:10086", remote_server_address="127.0.0.1:10087",
-                        log_file="follower_process.log")
-    return parser.parse_args(argv)
+    add_split_args(parser, communicator=True)
+    parser.set_defaults(loss_scale=1024.0, http_server_address="127.0.0.1:10086",
+                        remote_server_address="127.0.0.1:10087")
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parse_with_run_config(parser, argv)
+    from src.utils import setup_logging  # pylint: disable=import-outside-toplevel
+    setup_logging()
+    ignore_data_flags(args, parser.parse_args([]), argv)
+    output_dir(args, "follower")
+    args.log_file = args.log_file if args.log_file is not None else os.path.join(args.output_dir, "follower.log")
+    resolve_passwords(args, argv)
+    return args
+
+
+def _stop_on_sigterm(*_):
+    """SIGTERM stops like an error does: the peer is told why (ABORT) before this process exits."""
+    raise SystemExit("stopped by SIGTERM")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
+    from src.split_train import run_follower  # pylint: disable=import-outside-toplevel
     try:
         run_follower(args)
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:
-        logger.error("follower stopped: %s", err)
+        hint = ""
+        if isinstance(err, (ConnectionError, TimeoutError)) and "--resume" not in str(err):
+            hint = " -- once both parties can run again, restart both with --resume"
+        logger.error("follower stopped: %s%s", err, hint)
         return 1
     return 0
 

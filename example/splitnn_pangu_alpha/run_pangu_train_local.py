@@ -7,10 +7,11 @@ With no arguments (the example's main job):
      memory) with the log line `epoch E step S/TOTAL loss: L` and the eval perplexity;
   3. trains the centralised model with the same settings, data and initial weights
      (train_centralized.run) -- unless --no_centralized;
-  4. writes output/loss.png with both loss curves (and output/*_loss.json).
+  4. writes output/local/loss.png with both loss curves (and output/local/*_loss.json).
 
-Every flag of train_centralized.py is accepted (e.g. --config small --train_steps 1000,
---synthetic, --data_url/--eval_data_url/--vocab_model for your own records).
+Settings come from config/main_job.yaml (--run_config); every flag of train_centralized.py is accepted
+(e.g. --mode small --train_steps 1000, --synthetic, --data_url/--eval_data_url/--vocab_model for your own
+records).
 """
 from __future__ import annotations
 
@@ -24,32 +25,30 @@ from typing import Any, Dict, Optional, Sequence
 EXAMPLE_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLE_DIR)
 
-import mindspore_federated  # noqa: E402,F401  (before mindspore: protobuf backend)
-
-from src.split_train import add_split_args, run_local, split_defaults  # noqa: E402
-from src.utils import add_training_args, setup_logging  # noqa: E402
+from src.cli import add_split_args, add_training_args, output_dir, parse_with_run_config  # noqa: E402
 
 logger = logging.getLogger("run_pangu_train_local")
-
-# dropout 0 so that the two curves are comparable point by point (dropout masks are random draws);
-# pass --dropout_rate 0.1 for the recipe's value.
-MAIN_JOB = dict(config="tiny", train_steps=300, log_steps=10, eval_steps=20, save_ckpt_steps=100, dropout_rate=0.0)
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Split PanGu-alpha in one process, compared with centralised training")
     add_training_args(parser)
     add_split_args(parser, communicator=False)
-    split_defaults(parser)
-    parser.set_defaults(log_file=os.path.join("output", "splitnn_pangu_local.txt"), **MAIN_JOB)
+    parser.set_defaults(loss_scale=1024.0)
     g = parser.add_argument_group("this script")
     g.add_argument("--data_dir", default=os.path.join(EXAMPLE_DIR, "data"),
                    help="where the default corpus, vocabulary and records are built when --data_url is not given")
     g.add_argument("--prepare_vocab_size", type=int, default=8000,
                    help="SentencePiece pieces when the vocabulary is built here (default 8000)")
     g.add_argument("--no_centralized", action="store_true", help="skip the centralised run (and its curve)")
+    g.add_argument("--prepare_only", action="store_true",
+                   help="only build the data of this run configuration (corpus, vocabulary, records under "
+                        "--data_dir) and exit: what the two-server leader reads")
     g.add_argument("--plot", default=None, help="figure path (default OUTPUT_DIR/loss.png; 'none' to skip)")
-    return parser.parse_args(argv)
+    args = parse_with_run_config(parser, argv)
+    output_dir(args, "local")
+    args.log_file = args.log_file if args.log_file is not None else os.path.join(args.output_dir, "local.log")
+    return args
 
 
 def ensure_data(args: argparse.Namespace) -> None:
@@ -60,7 +59,7 @@ def ensure_data(args: argparse.Namespace) -> None:
         return
     from prepare_data import prepare  # pylint: disable=import-outside-toplevel
     from src.pangu_alpha_config import get_config  # pylint: disable=import-outside-toplevel
-    seq = args.seq_length or get_config(args.config).seq_length
+    seq = args.seq_length or get_config(args.mode).seq_length
     paths = prepare(args.data_dir, seq_length=seq + 1, vocab_size=args.prepare_vocab_size,
                     vocab_model=args.vocab_model)
     args.data_url = paths["train_data"]
@@ -70,9 +69,16 @@ def ensure_data(args: argparse.Namespace) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     args = parse_args(argv)
+    from src.utils import setup_logging  # pylint: disable=import-outside-toplevel
     setup_logging()
+    import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
+    from src.split_train import run_local  # pylint: disable=import-outside-toplevel
     os.makedirs(args.output_dir, exist_ok=True)
     ensure_data(args)
+    if args.prepare_only:
+        logger.info("data ready: --data_url %s --eval_data_url %s --vocab_model %s", args.data_url,
+                    args.eval_data_url, args.vocab_model)
+        return {"data_url": args.data_url, "eval_data_url": args.eval_data_url, "vocab_model": args.vocab_model}
     split_args = copy.copy(args)
     split_args.loss_log = args.loss_log or os.path.join(args.output_dir, "split_loss.json")
     logger.info("== split training (party A and party B in this process) ==")
@@ -96,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if (args.plot or "").lower() != "none":
         from plot_loss import plot_curves  # pylint: disable=import-outside-toplevel
         figure = args.plot or os.path.join(args.output_dir, "loss.png")
-        plot_curves(curves, figure, title=f"PanGu-alpha {args.config}: split vs centralised training")
+        plot_curves(curves, figure, title=f"PanGu-alpha {args.mode}: split vs centralised training")
         logger.info("loss curves written to %s", os.path.abspath(figure))
         result["figure"] = os.path.abspath(figure)
     return result

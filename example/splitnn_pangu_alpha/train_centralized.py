@@ -6,8 +6,8 @@ clip 1.0. Log lines `epoch E step S/TOTAL loss: L`; eval perplexity at the end; 
 weights, Adam moments, optimizer step and loss-scale state, so `--resume` continues exactly.
 
 Examples:
-    python train_centralized.py --config tiny --synthetic --train_steps 100
-    python train_centralized.py --config small --data_url data/train --eval_data_url data/eval \
+    python train_centralized.py --mode tiny --synthetic --train_steps 100
+    python train_centralized.py --mode small --data_url data/train --eval_data_url data/eval \
         --vocab_model data/vocab.model --loss_log output/central_loss.json
 """
 from __future__ import annotations
@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mindspore as ms  # noqa: E402
 from mindspore import Tensor  # noqa: E402
 
+from src.cli import output_dir, parse_with_run_config  # noqa: E402
 from src.lr_schedule import default_warmup_steps, lr_at  # noqa: E402
 from src.optim import PanguOptimizer, PanguTrainOneStepCell  # noqa: E402
 from src.pangu_alpha import PanguAlphaWithLoss, count_parameters  # noqa: E402
@@ -43,12 +44,15 @@ COLUMNS = ("input_ids", "position_id", "attention_mask")
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Centralised PanGu-alpha training (baseline of the split example)")
     add_training_args(parser)
-    return parser.parse_args(argv)
+    args = parse_with_run_config(parser, argv)
+    output_dir(args, "centralized")
+    return args
 
 
 def set_context(args: argparse.Namespace) -> None:
-    mode = ms.GRAPH_MODE if args.mode == "graph" else ms.PYNATIVE_MODE
-    ms.set_context(mode=mode, device_target=args.device_target)
+    mode = ms.GRAPH_MODE if args.exec_mode == "graph" else ms.PYNATIVE_MODE
+    extra = {} if args.device_id is None else {"device_id": args.device_id}
+    ms.set_context(mode=mode, device_target=args.device_target, **extra)
     ms.set_seed(args.seed)
     np.random.seed(args.seed)
 
@@ -208,9 +212,9 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     total, num_epochs = plan_steps(args, source)
     network, optimizer, train_cell, warmup = build_training(config, total, args.warmup_steps)
     logger.info("PanGu-alpha %s: %d parameters, vocab %d, seq %d, batch %d, %d steps (%d per epoch), "
-                "warmup %d, lr %g -> %g, mode %s", args.config, count_parameters(network), config.vocab_size,
+                "warmup %d, lr %g -> %g, mode %s", args.mode, count_parameters(network), config.vocab_size,
                 config.seq_length, config.batch_size, total, source.steps_per_epoch, warmup, config.start_lr,
-                config.end_lr, args.mode)
+                config.end_lr, args.exec_mode)
     start = restore(train_cell, network, args)
     loss_log = LossLog(args.loss_log)
     if start:

@@ -170,7 +170,7 @@ def test_pieces_applied_per_party_equal_one_optimizer(mode):
 # ------------------------------------------------------------------------------ centralised trainer
 def _args(tmp, steps, *extra):
     return train_centralized.parse_args([
-        "--config", "tiny", "--synthetic", "--mode", "graph", "--vocab_size", "1000", "--seed", "3",
+        "--mode", "tiny", "--synthetic", "--exec_mode", "graph", "--vocab_size", "1000", "--seed", "3",
         "--train_steps", str(steps), "--output_dir", str(tmp), "--log_steps", "5", *extra])
 
 
@@ -204,6 +204,6 @@ def test_resume_continues_exactly(tmp_path, mode):
 
 
 def test_trainer_needs_data(tmp_path, mode):
-    args = train_centralized.parse_args(["--config", "tiny", "--output_dir", str(tmp_path)])
+    args = train_centralized.parse_args(["--mode", "tiny", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="--data_url"):
         train_centralized.run(args)

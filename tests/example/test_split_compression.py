@@ -19,15 +19,16 @@ import pytest
 
 import mindspore as ms
 
-from src.split_train import Kind, ProtocolError, kind_of, party_yaml, run_local
+from mindspore_federated.protocol import Kind, ProtocolError
+from src.split_train import party_yaml, run_local
 import run_pangu_train_local
 from tests.example.two_party import EXAMPLE_DIR, follower_result, run_two_processes
 
 STEPS = 25
 # tiny: batch 4, seq 32, hidden 64
 BATCH, SEQ, HIDDEN = 4, 32, 64
-COMMON = ["--config", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
-          "--log_steps", "5", "--dropout_rate", "0", "--loss_scale", "1024", "--mode", "pynative",
+COMMON = ["--mode", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
+          "--log_steps", "5", "--dropout_rate", "0", "--loss_scale", "1024", "--exec_mode", "pynative",
           "--eval_steps", "2", "--save_ckpt_steps", "0"]
 # per direction: protobuf field tags, names, dims, min/max, the step numbers and agreement scalars
 HEADER_BUDGET = 1000
@@ -84,15 +85,15 @@ def test_compressed_run_trains_and_moves_the_analytic_bytes(compressed):
         assert a_bytes / want["a_to_b"] < 1.07 and b_bytes / want["b_to_a"] < 1.07
         # 6 bits instead of 32 on the floats, 1 instead of 32 on the mask
         assert (a_bytes + b_bytes) / (want["a_to_b_raw"] + want["b_to_a_raw"]) < 0.2
-    # message by message: FWD = activations + mask, GRAD = one gradient (exact payload + header)
+    # message by message: FORWARD = activations + mask, BACKWARD = one gradient (exact payload + header)
     kinds = {}
     for kind, size in compressed["channel"].sent_log + compressed["follower_channel"].sent_log:
         kinds.setdefault(kind, set()).add(size)
     act = _packed(BATCH * SEQ * HIDDEN, 6)
-    for kind, payload in ((Kind.FWD, act + _packed(BATCH * SEQ * SEQ, 1)), (Kind.GRAD, act),
-                          (Kind.HIDDEN, act), (Kind.EMB_GRAD, act)):
+    for kind, payload in ((Kind.FORWARD, act + _packed(BATCH * SEQ * SEQ, 1)), (Kind.BACKWARD, act),
+                          (Kind.FORWARD_REPLY, act), (Kind.BACKWARD_REPLY, act)):
         (size,) = kinds[kind]
-        assert 0 <= size - payload <= 400, (Kind.NAMES[kind], size, payload)
+        assert 0 <= size - payload <= 400, (kind.name, size, payload)
     assert compressed["perplexity"] > 1
 
 
@@ -111,7 +112,7 @@ class _Spy:
     def recv(self, timeout=None):
         msg = self.inner.recv(timeout)
         if "embedding_table" in msg:
-            self.kinds.append(kind_of(msg))
+            self.kinds.append(int(msg["meta"]["kind"]))
             self.values.append(np.unique(msg["embedding_table"].asnumpy()))
         return msg
 
@@ -131,12 +132,12 @@ def test_embedding_dp_follower_receives_only_bits(tmp_path, monkeypatch):
     monkeypatch.setattr(st.FollowerParty, "__init__", spying_init)
     result = _local(tmp_path, "--embedding_dp", "--embedding_dp_eps", "2", "--compress", "min_max6")
     (spy,) = spies
-    assert spy.kinds.count(Kind.FWD) == STEPS and Kind.EVAL in spy.kinds   # training and eval
+    assert spy.kinds.count(Kind.FORWARD) == STEPS and Kind.EVAL in spy.kinds   # training and eval
     seen = np.unique(np.concatenate(spy.values))
     assert set(seen.tolist()) == {0.0, 1.0}
     assert all(np.isfinite(result["losses"]))
     # embedding_table travels as 1-bit bit_pack: FWD = n/8 + mask/8 bytes (+ header)
-    fwd = [size for kind, size in result["channel"].sent_log if kind == Kind.FWD]
+    fwd = [size for kind, size in result["channel"].sent_log if kind == Kind.FORWARD]
     payload = _packed(BATCH * SEQ * HIDDEN, 1) + _packed(BATCH * SEQ * SEQ, 1)
     assert all(0 <= size - payload <= 400 for size in fwd), (fwd[:3], payload)
 
@@ -155,18 +156,14 @@ def test_embedding_dp_with_min_max_on_the_same_tensor_is_refused():
 
 def test_in_process_compress_mismatch_is_refused():
     """The handshake check itself, both sides of the message."""
-    from src.split_train import LocalChannel, _Party
+    from mindspore_federated.protocol import LocalChannel, PeerSession
     a_end, b_end = LocalChannel.pair()
-
-    class P(_Party):
-        global_step = 0
-
-    leader, follower = P(a_end, "min_max6"), P(b_end, "none")
-    leader.role, leader.peer_role, follower.role, follower.peer_role = "leader", "follower", "follower", "leader"
-    fp = np.zeros(3)
-    leader.send_hello(fp)
+    leader = PeerSession(a_end, "leader", "follower", lambda: 0)
+    follower = PeerSession(b_end, "follower", "leader", lambda: 0)
+    settings = {"hidden_size": 64}
+    leader.hello(settings, "min_max6")
     with pytest.raises(ProtocolError, match="--compress ours none, peer min_max6"):
-        follower.check_hello(b_end.recv(), fp)
+        follower.check_hello(follower.receive_raw(), settings, "none")
 
 
 # ------------------------------------------------------------------------------ two processes
@@ -178,13 +175,13 @@ PROBE = textwrap.dedent("""
     import run_pangu_train_follower
     import src.split_train as st
     seen = set()
-    real_recv = st.CommChannel.recv
+    real_recv = st.CommunicatorChannel.recv
     def recv(self, timeout=None):
         msg = real_recv(self, timeout)
         if "embedding_table" in msg:
             seen.update(np.unique(msg["embedding_table"].asnumpy())[:4].tolist())
         return msg
-    st.CommChannel.recv = recv
+    st.CommunicatorChannel.recv = recv
     args = run_pangu_train_follower.parse_args(sys.argv[1:])
     try:
         res = st.run_follower(args)

@@ -21,8 +21,9 @@ import pytest
 import mindspore as ms
 
 from src.pangu_alpha import canonical_name, parameters_to_numpy
-from src.split_pangu_alpha import config_fingerprint, describe_fingerprint_mismatch
-from src.split_train import (Kind, LocalChannel, ProtocolError, make_message, run_local)
+from mindspore_federated.protocol import Kind, LocalChannel, ProtocolError, describe_settings_mismatch, make_message
+from src.split_pangu_alpha import config_fingerprint
+from src.split_train import run_local
 import run_pangu_train_local
 import train_centralized
 from tests.example.two_party import EXAMPLE_DIR, REPO, follower_result, free_port, run_two_processes, start
@@ -30,8 +31,8 @@ from tests.example.two_party import EXAMPLE_DIR, REPO, follower_result, free_por
 PYTHON = sys.executable
 STEPS = 30
 PASSWORD = "split-test-pw"
-COMMON = ["--config", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
-          "--log_steps", "10", "--dropout_rate", "0", "--loss_scale", "1024", "--mode", "pynative",
+COMMON = ["--mode", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
+          "--log_steps", "10", "--dropout_rate", "0", "--loss_scale", "1024", "--exec_mode", "pynative",
           "--eval_steps", "4"]
 
 
@@ -154,8 +155,9 @@ def test_restarted_peer_is_detected_with_both_steps(runs):
             follower.serve_one()
         abort = leader_end.recv()                              # the leader is told why
         assert int(abort["meta"]["kind"]) == Kind.ABORT
-        leader_end.send(make_message(Kind.GRAD, 12))
-        with pytest.raises(ProtocolError, match=r"expected GRAD of step 31, got GRAD of step 12"):
+        leader_end.send(make_message(Kind.BACKWARD, 12))
+        with pytest.raises(ProtocolError, match=r"expected FORWARD of step 31, EVAL, DONE of step 30, got BACKWARD "
+                                                r"of step 12.*--resume"):
             follower.serve_one()
     finally:
         follower.channel = old
@@ -165,8 +167,8 @@ def test_fingerprint_mismatch_names_both_values():
     from src.pangu_alpha_config import get_config
     a = config_fingerprint(get_config("tiny", hidden_size=64))
     b = config_fingerprint(get_config("tiny", hidden_size=128), unknown=("vocab_size",))
-    assert describe_fingerprint_mismatch(a, b) == "hidden_size: ours 64, peer 128"
-    assert describe_fingerprint_mismatch(a, a) == ""
+    assert describe_settings_mismatch(a, b) == "hidden_size: ours 64, peer 128"
+    assert describe_settings_mismatch(a, a) == ""
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -175,12 +177,17 @@ def test_missing_data_dir_is_a_clear_error(tmp_path):
         run_pangu_train_local.main(COMMON + ["--data_url", str(tmp_path / "nope"), "--output_dir", str(tmp_path)])
 
 
-def test_follower_refuses_data(tmp_path):
+def test_follower_ignores_data_flags_with_one_info_line(tmp_path, caplog):
+    """The leader's command line works for the follower: its data flags are dropped, not used."""
+    import logging
     import run_pangu_train_follower
-    from src.split_train import run_follower
-    args = run_pangu_train_follower.parse_args(COMMON + ["--data_url", str(tmp_path)])
-    with pytest.raises(ValueError, match="party B holds no data"):
-        run_follower(args)
+    with caplog.at_level(logging.INFO):
+        args = run_pangu_train_follower.parse_args(COMMON + ["--data_url", str(tmp_path), "--synthetic",
+                                                             "--vocab_model", str(tmp_path / "v.model")])
+    assert args.data_url is None and not args.synthetic and args.vocab_model is None
+    lines = [r.getMessage() for r in caplog.records if "ignoring" in r.getMessage()]
+    assert lines == ["follower: ignoring --data_url, --vocab_model, --synthetic (the data owner's flags; "
+                     "party B holds no data)"]
 
 
 # ------------------------------------------------------------------------------ two processes
@@ -225,8 +232,14 @@ FOLLOWER_PROBE = textwrap.dedent("""
 
 
 def _tls_flags(pki: Path, name: str) -> list:
-    return ["--enable_ssl", "true", "--server_password", PASSWORD, "--client_password", PASSWORD,
-            "--server_cert_path", str(pki / f"{name}_server.p12"),
+    """The leader reads its passwords from a file; the follower takes the original's password flags."""
+    if name == "leader":
+        secret = pki / "password.txt"
+        secret.write_text(PASSWORD + "\n")
+        passwords = ["--server_password_file", str(secret), "--client_password_file", str(secret)]
+    else:
+        passwords = ["--server_password", PASSWORD, "--client_password", PASSWORD]
+    return ["--enable_ssl", "true", *passwords, "--server_cert_path", str(pki / f"{name}_server.p12"),
             "--client_cert_path", str(pki / f"{name}_client.pem"), "--ca_cert_path", str(pki / "ca.pem")]
 
 
@@ -249,6 +262,11 @@ def test_two_processes_mutual_tls_match_local(runs, pki, tmp_path):
     assert set(result["keys"]) == {"embedding_table", "attention_mask", "output.hidden_states"}
     assert not result["src_dataset_loaded"]
     assert f"epoch 1 step {STEPS}/{STEPS} loss: " in (tmp_path / "leader.log").read_text()
+    # passwords: the original's flags work with a warning; never in any log
+    assert "--server_password on the command line is visible to every local user" in out_f
+    assert "visible to every local user" not in out_l
+    for text in (out_l, out_f, (tmp_path / "leader.log").read_text(), (tmp_path / "follower.log").read_text()):
+        assert PASSWORD not in text
 
 
 def test_mismatched_configs_fail_fast_on_both_sides(pki, tmp_path):
@@ -277,7 +295,8 @@ def test_unreachable_peer_fails_within_seconds(tmp_path, pki):
 
 def test_wrong_certificate_password_is_a_clear_error(tmp_path, pki):
     flags = _tls_flags(pki, "leader")
-    flags[flags.index("--server_password") + 1] = "wrong"
+    flags[flags.index("--server_password_file") + 1] = str(tmp_path / "wrong.txt")
+    (tmp_path / "wrong.txt").write_text("wrong")
     proc = subprocess.run([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *COMMON, "--synthetic",
                            "--output_dir", str(tmp_path), "--log_file", str(tmp_path / "l.log"),
                            "--http_server_address", f"127.0.0.1:{free_port()}", *flags],
@@ -373,12 +392,42 @@ def test_follower_restarted_mid_run_stops_both_naming_steps(pki, tmp_path):
     assert "leader stopped" in out_l and "follower stopped" in out_f
 
 
+@pytest.mark.slow
+def test_a_party_stopped_by_sigterm_tells_the_other_why(pki, tmp_path):
+    """SIGTERM to the follower mid-run: it sends ABORT first; the leader stops within seconds, naming
+    the reason and the remedy (--resume)."""
+    import signal
+    pl, pf = free_port(), free_port()
+    leader_cmd, follower_cmd = _party_cmds(tmp_path, pki, pl, pf, resume=False)
+    follower = start(follower_cmd, tmp_path / "f1.out")
+    leader = start(leader_cmd, tmp_path / "l1.out")
+    try:
+        _wait_for([tmp_path / "out" / "checkpoints" / "follower" / "backbone_loss_net_step_20.ckpt"],
+                  [leader, follower])
+        follower.send_signal(signal.SIGTERM)
+        t0 = time.time()
+        rc_f, rc_l = follower.wait(60), leader.wait(60)
+        elapsed = time.time() - t0
+    finally:
+        for proc in (leader, follower):
+            if proc.poll() is None:
+                proc.kill()
+    out_l = (tmp_path / "l1.out").read_text()
+    assert rc_f != 0 and rc_l == 1, out_l[-2000:]
+    assert elapsed < 20
+    # the follower's own words reach the leader (its ABORT, or the transport's goodbye quoting it)
+    assert "the follower was interrupted: SystemExit: stopped by SIGTERM" in out_l, out_l[-2000:]
+    assert "leader stopped: the follower stopped:" in out_l, out_l[-2000:]
+    assert "restart both with --resume" in out_l
+
+
+@pytest.mark.slow
 def test_graph_mode_local_split_matches_centralised(runs, tmp_path):
     """GRAPH_MODE parties (compiled backward + optimizer, fused head forward+backward) compute
     the same training as the centralised PyNative run of the fixture."""
     old_mode = ms.get_context("mode")
     try:
-        split = run_local(_local_args(tmp_path, "--mode", "graph", "--eval_steps", "1"))
+        split = run_local(_local_args(tmp_path, "--exec_mode", "graph", "--eval_steps", "1"))
     finally:
         ms.set_context(mode=old_mode)
     assert _rel(split["losses"], runs["central"]["losses"]) <= 1e-5

@@ -102,6 +102,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
                   batch_size=4, start_lr=5e-4, end_lr=1e-5, warmup_steps=50),
     "350M": dict(seq_length=1024, hidden_size=1280, num_heads=32, num_layers=16, ffn_hidden_size=5120,
                  batch_size=2, start_lr=1e-4, end_lr=1e-6),
+    "1.3B": dict(seq_length=1024, hidden_size=2560, num_heads=32, num_layers=16, ffn_hidden_size=10240,
+                 batch_size=1, start_lr=1e-4, end_lr=1e-6),
     "2.6B": dict(seq_length=1024, hidden_size=2560, num_heads=32, num_layers=32, ffn_hidden_size=10240,
                  batch_size=1, start_lr=1e-4, end_lr=1e-6),
     "13B": dict(seq_length=1024, hidden_size=5120, num_heads=40, num_layers=40, ffn_hidden_size=20480,
@@ -109,6 +111,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "200B": dict(seq_length=1024, hidden_size=16384, num_heads=128, num_layers=64, ffn_hidden_size=65536,
                  batch_size=1, start_lr=6e-5, end_lr=6e-6),
 }
+# the original's "self_define": the 350M recipe with --num_layers / --embedding_size / --num_heads
+PRESETS["self_define"] = dict(PRESETS["350M"])
 
 
 def preset_names() -> list:

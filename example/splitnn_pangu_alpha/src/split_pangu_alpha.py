@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from typing import Any, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import mindspore as ms
@@ -150,48 +150,21 @@ class PerplexityMetric:
 
 
 # ----------------------------------------------------------------------------------------------
-# configuration fingerprint (startup handshake)
+# the settings both parties must share (startup handshake)
 # ----------------------------------------------------------------------------------------------
 FINGERPRINT_FIELDS = ("vocab_size", "seq_length", "hidden_size", "num_heads", "num_layers", "ffn_hidden_size",
                       "batch_size", "dropout_rate", "param_init_seed", "eod_id", "compute_dtype", "hidden_act",
                       "start_lr", "end_lr", "weight_decay", "loss_scale", "loss_scale_window", "clip_norm")
-_DTYPE_CODES = {"float32": 0, "float16": 1, "bfloat16": 2}
-_ACT_CODES = {"gelu": 0, "gelu_tanh": 1, "fast_gelu": 2}
 
 
-def config_fingerprint(config: PanguAlphaConfig, unknown: Sequence[str] = ()) -> np.ndarray:
-    """The settings both parties must share, as float64 numbers (one per FINGERPRINT_FIELDS entry).
+def config_fingerprint(config: PanguAlphaConfig, unknown: Sequence[str] = ()) -> Dict[str, Any]:
+    """{setting: value} of the model/optimizer settings both parties must share, for the handshake
+    (`mindspore_federated.protocol.PeerSession.handshake`).
 
-    Fields in `unknown` are NaN and not compared: the follower, which holds no data, need not be
+    Settings in `unknown` are None and not compared: the follower, which holds no data, need not be
     told the vocabulary size or the EOD id (its blocks do not depend on them).
     """
-    values = []
-    for name in FINGERPRINT_FIELDS:
-        if name in unknown:
-            values.append(float("nan"))
-            continue
-        value = getattr(config, name)
-        if name == "compute_dtype":
-            value = _DTYPE_CODES[value]
-        elif name == "hidden_act":
-            value = _ACT_CODES[value]
-        values.append(float(value))
-    return np.asarray(values, np.float64)
-
-
-def describe_fingerprint_mismatch(ours: np.ndarray, theirs: np.ndarray) -> str:
-    """'hidden_size: ours 64, peer 128; ...' for the fields that differ."""
-    theirs = np.asarray(theirs, np.float64).reshape(-1)
-    if theirs.shape != ours.shape:
-        return f"fingerprint has {theirs.size} fields at the peer, {ours.size} here (different versions?)"
-    parts = []
-    for name, a, b in zip(FINGERPRINT_FIELDS, ours, theirs):
-        if np.isnan(a) or np.isnan(b):   # a field one side does not know (the follower's vocabulary)
-            continue
-        if a != b:
-            fmt = (lambda v: f"{v:g}")
-            parts.append(f"{name}: ours {fmt(a)}, peer {fmt(b)}")
-    return "; ".join(parts)
+    return {name: None if name in unknown else getattr(config, name) for name in FINGERPRINT_FIELDS}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,9 +14,11 @@ import logging
 import os
 import re
 import sys
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
+
+from .cli import add_training_args, str2bool  # noqa: F401  (re-exported: the trainers' shared flags)
 
 __all__ = ["get_position_and_mask", "add_training_args", "setup_logging", "str2bool", "synthetic_batch",
            "vocab_size_of", "config_from_args", "step_log_line", "LossLog", "latest_checkpoint"]
@@ -67,69 +69,6 @@ def get_position_and_mask(input_ids: np.ndarray, eod_id: int,
     if single:
         return position_id[0], attention_mask[0]
     return position_id, attention_mask
-
-
-def str2bool(value: str) -> bool:
-    """argparse type for true/false flags written as words (`--resume true`)."""
-    if isinstance(value, bool):
-        return value
-    low = str(value).strip().lower()
-    if low in ("1", "true", "yes", "y", "on"):
-        return True
-    if low in ("0", "false", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean (true/false), got {value!r}")
-
-
-def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Flags common to the centralised trainer and the split-learning scripts.
-
-    Defaults of None mean "take it from the chosen --config preset".
-    """
-    g = parser.add_argument_group("PanGu-alpha training")
-    g.add_argument("--config", default="tiny",
-                   help="model preset: tiny, small, 350M, 2.6B, 13B, 200B (default tiny)")
-    g.add_argument("--mode", default="pynative", choices=["pynative", "graph"],
-                   help="MindSpore execution mode (default pynative: with --jit_forward it is the "
-                        "fastest on CPU, and the split programs need it to reuse forward passes)")
-    g.add_argument("--device_target", default="CPU", help="MindSpore device target (default CPU)")
-    g.add_argument("--jit_forward", type=str2bool, default=True,
-                   help="in pynative mode, compile each network's forward with mindspore.jit (default true)")
-    g.add_argument("--per_batch_size", type=int, default=None, help="batch size (default: preset's)")
-    g.add_argument("--seq_length", type=int, default=None, help="model sequence length S (records hold S+1 ids)")
-    g.add_argument("--vocab_size", type=int, default=None,
-                   help="vocabulary size (default: preset's, or the size of --vocab_model)")
-    g.add_argument("--seed", type=int, default=1, help="seed of weights init, dropout and data order")
-    g.add_argument("--train_steps", type=int, default=None,
-                   help="stop after this many steps in total (default: epoch_size full epochs)")
-    g.add_argument("--epoch_size", type=int, default=1, help="number of passes over the training data")
-    g.add_argument("--dropout_rate", type=float, default=None, help="dropout rate (default: preset's)")
-    g.add_argument("--data_url", default=None, help="training MindRecord file or directory")
-    g.add_argument("--eval_data_url", default=None, help="evaluation MindRecord file or directory")
-    g.add_argument("--log_steps", type=int, default=1, help="log the loss every N steps")
-    g.add_argument("--save_ckpt_steps", type=int, default=1000, help="save a checkpoint every N steps (0: never)")
-    g.add_argument("--load_ckpt_path", default=None, help="checkpoint file or directory to start from")
-    g.add_argument("--resume", type=str2bool, nargs="?", const=True, default=False,
-                   help="continue from the newest checkpoint in --output_dir (or --load_ckpt_path)")
-    g.add_argument("--vocab_model", default=None, help="SentencePiece vocab.model (sets --vocab_size if omitted)")
-    g.add_argument("--start_lr", type=float, default=None, help="peak learning rate after warmup")
-    g.add_argument("--end_lr", type=float, default=None, help="final learning rate of the cosine decay")
-    g.add_argument("--warmup_steps", type=int, default=None,
-                   help="linear warmup steps (default: min(2000, total_steps // 10))")
-    g.add_argument("--weight_decay", type=float, default=0.1, help="weight decay (not on layernorm/bias)")
-    g.add_argument("--loss_scale", type=float, default=None,
-                   help="initial dynamic loss scale (default 2^32 centralised, 1024 split)")
-    g.add_argument("--loss_scale_window", type=int, default=1000,
-                   help="clean steps before the loss scale is doubled")
-    g.add_argument("--clip_norm", type=float, default=1.0, help="global gradient-norm clip")
-    g.add_argument("--output_dir", default="./output", help="checkpoints, loss log and summaries go here")
-    g.add_argument("--loss_log", default=None, help="write per-step losses to this .json or .csv file")
-    g.add_argument("--eval_steps", type=int, default=None, help="at most this many eval batches (default all)")
-    g.add_argument("--synthetic", action="store_true",
-                   help="train on generated data (src.utils.synthetic_batch) instead of --data_url")
-    g.add_argument("--synthetic_size", type=int, default=1000,
-                   help="batches per epoch of the synthetic data (default 1000)")
-    return parser
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -193,21 +132,27 @@ def vocab_size_of(vocab_model: str) -> int:
 
 
 def config_from_args(args: argparse.Namespace, **extra: Any):
-    """PanguAlphaConfig of the --config preset with the command-line overrides applied.
+    """PanguAlphaConfig of the --mode scale with the command-line overrides applied.
 
-    Vocabulary: --vocab_size if given, else the size of --vocab_model if given, else the preset's.
+    Vocabulary: --vocab_size if given, else the size of --vocab_model if given, else the scale's.
+    --num_layers / --embedding_size / --num_heads (the original's self_define flags) override any
+    scale; the FFN stays 4x the hidden size when --embedding_size is given.
     """
     from .pangu_alpha_config import get_config  # pylint: disable=import-outside-toplevel
     vocab_size = args.vocab_size
     if vocab_size is None and getattr(args, "vocab_model", None):
         vocab_size = vocab_size_of(args.vocab_model)
+    hidden = getattr(args, "embedding_size", None)
     overrides = dict(vocab_size=vocab_size, seq_length=args.seq_length, dropout_rate=args.dropout_rate,
                      batch_size=args.per_batch_size, param_init_seed=args.seed,
                      start_lr=args.start_lr, end_lr=args.end_lr, weight_decay=args.weight_decay,
                      loss_scale=args.loss_scale, loss_scale_window=args.loss_scale_window,
-                     clip_norm=args.clip_norm, jit_forward=getattr(args, "jit_forward", True))
+                     clip_norm=args.clip_norm, jit_forward=getattr(args, "jit_forward", True),
+                     num_layers=getattr(args, "num_layers", None), hidden_size=hidden,
+                     ffn_hidden_size=4 * hidden if hidden else None, num_heads=getattr(args, "num_heads", None),
+                     eod_id=getattr(args, "eod_id", None), pad_id=getattr(args, "padding_id", None))
     overrides.update(extra)
-    return get_config(args.config, **overrides)
+    return get_config(args.mode, **overrides)
 
 
 def step_log_line(epoch: int, step: int, total: int, loss: float) -> str:
@@ -282,3 +227,25 @@ def latest_checkpoint(path: str, prefix: str) -> Optional[Tuple[str, int]]:
         return None
     step, file = max(found)
     return file, step
+
+
+def progress(items: Iterable[Any], total: int, what: str, every_percent: int = 10) -> Iterator[Any]:
+    """Yield `items`, logging `what: i/total (p %), elapsed, ETA` about every `every_percent` percent.
+
+    A log line rather than a terminal bar: it stays readable in log files and over ssh.
+    """
+    import time  # pylint: disable=import-outside-toplevel
+    log = logging.getLogger("progress")
+    total = max(int(total), 0)
+    stride = max(1, total * every_percent // 100) if total else 1
+    log.info("%s: %d batches", what, total)
+    t0 = time.time()
+    done = 0
+    for item in items:
+        yield item
+        done += 1
+        if done % stride == 0 or done == total:
+            elapsed = time.time() - t0
+            eta = elapsed / done * max(total - done, 0)
+            log.info("%s: %d/%d (%d %%), %.1f s, about %.1f s left", what, done, total,
+                     100 * done // max(total, 1), elapsed, eta)
