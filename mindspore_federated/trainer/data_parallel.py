@@ -28,8 +28,9 @@ _MAX_MESSAGE_BYTES = 1 << 34  # 16 GiB: a relayed length beyond this is a corrup
 
 
 def launched_by_msrun() -> bool:
-    """Whether this process is a worker started by ``msrun`` (it exports MS_WORKER_NUM/MS_ROLE)."""
-    return os.environ.get("MS_ROLE") == "MS_WORKER" and "MS_WORKER_NUM" in os.environ
+    """Whether ``msrun`` started this process, as a worker or as its scheduler (it exports
+    MS_ROLE and MS_WORKER_NUM); either must build a RankGroup before anything else."""
+    return os.environ.get("MS_ROLE") in ("MS_WORKER", "MS_SCHED") and "MS_WORKER_NUM" in os.environ
 
 
 class RankGroup:

@@ -3,10 +3,7 @@ one-process split run: same losses at the leader, same backbone weights (slow: ~
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +12,8 @@ import mindspore as ms
 
 import run_pangu_train_local
 from src.split_train import run_local
-from tests.example.two_party import EXAMPLE_DIR, REPO, free_port, start
+from tests.example.two_party import EXAMPLE_DIR, free_port, start
+from tests.msrun_job import logs, start_msrun, stop
 
 pytestmark = pytest.mark.slow
 
@@ -35,28 +33,25 @@ def test_msrun_follower_equals_the_one_process_run(tmp_path):
 
     pl, pf = free_port(), free_port()
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(REPO), GLOG_v="3",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    follower = subprocess.Popen(
-        [str(Path(sys.executable).parent / "msrun"), "--worker_num", "2", "--local_worker_num", "2",
-         "--master_port", str(free_port()), "--join", "True", "--log_dir", str(tmp_path / "msrun_log"),
-         "run_pangu_train_follower.py", "--http_server_address", f"127.0.0.1:{pf}",
-         "--remote_server_address", f"127.0.0.1:{pl}", *COMMON, "--output_dir", str(out), "--peer_timeout", "120"],
-        cwd=str(EXAMPLE_DIR), env=env, stdout=open(tmp_path / "msrun.out", "w"), stderr=subprocess.STDOUT)
+    follower = start_msrun("run_pangu_train_follower.py", [
+        "--http_server_address", f"127.0.0.1:{pf}", "--remote_server_address", f"127.0.0.1:{pl}", *COMMON,
+        "--output_dir", str(out), "--peer_timeout", "120"], tmp_path / "msrun_log", tmp_path / "msrun.out",
+        cwd=EXAMPLE_DIR)
     leader = start([sys.executable, str(EXAMPLE_DIR / "run_pangu_train_leader.py"),
                     "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{pf}",
                     *COMMON, "--synthetic", "--output_dir", str(out), "--log_file", str(tmp_path / "leader.log"),
                     "--loss_log", str(tmp_path / "leader_loss.json"), "--peer_timeout", "120"],
                    tmp_path / "leader.out")
     try:
-        rc_l, rc_f = leader.wait(600), follower.wait(120)
+        rc_l = leader.wait(600)
+        rc_f = follower.wait(120)
     finally:
-        for proc in (leader, follower):
-            if proc.poll() is None:
-                proc.kill()
-    logs = "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted((tmp_path / "msrun_log").glob("*.log")))
-    assert rc_l == 0, (tmp_path / "leader.out").read_text()[-3000:] + logs
-    assert rc_f == 0, (tmp_path / "msrun.out").read_text()[-3000:] + logs   # clean shutdown, scheduler included
+        if leader.poll() is None:
+            leader.kill()
+        stop(follower)
+    assert rc_l == 0, (tmp_path / "leader.out").read_text()[-3000:] + logs(tmp_path / "msrun_log")
+    # 0 = the workers and msrun's scheduler all exited cleanly
+    assert rc_f == 0, (tmp_path / "msrun.out").read_text()[-3000:] + logs(tmp_path / "msrun_log")
 
     losses = [r["loss"] for r in json.loads((tmp_path / "leader_loss.json").read_text())]
     np.testing.assert_allclose(losses, local["losses"], rtol=1e-5)
