@@ -25,6 +25,7 @@ _PUBLIC = {
     "ServerConfig": "mindspore_federated.communication.communicator",
     "SSLConfig": "mindspore_federated.communication.tls",
     "CompressConfig": "mindspore_federated.communication.compression",
+    "FLDataWorker": "mindspore_federated.data_join.worker",
 }
 # modules the original exposed as attributes of the package (mindspore_federated.vfl_utils, ...)
 _MODULES = {

@@ -6,6 +6,19 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-$ROOT/.venv}"
 
+# System packages: MariaDB for the data join's MySQL store tests (the tests start a throwaway server).
+if ! command -v mariadb-install-db >/dev/null 2>&1 || ! { command -v mariadbd || [ -x /usr/sbin/mariadbd ]; } >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[bootstrap] installing mariadb-server (apt)"
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq
+        apt-get install -y -qq --no-install-recommends mariadb-server >/dev/null
+    else
+        echo "[bootstrap] WARNING: mariadb-server is missing (needed by tests/data_join); install it as root:" \
+             "apt-get install mariadb-server" >&2
+    fi
+fi
+
 # ip and tc (iproute2) for the network-namespace tests (mindspore_federated/tools/netlab.py);
 # installed when missing on a root machine with apt (CI), otherwise those tests skip and say why.
 if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then

@@ -19,6 +19,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from src.predict_args import add_predict_args  # noqa: E402
 from src.cli import (add_split_args, add_training_args, ignore_data_flags, output_dir,  # noqa: E402
                      parse_with_run_config, resolve_passwords)
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Split PanGu-alpha, party B (follower: transformer blocks)")
     add_training_args(parser)
     add_split_args(parser, communicator=True)
+    add_predict_args(parser, server=True)
     parser.set_defaults(loss_scale=1024.0, http_server_address="127.0.0.1:10086",
                         remote_server_address="127.0.0.1:10087")
     return parser
@@ -58,7 +60,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
     from src.split_train import run_follower  # pylint: disable=import-outside-toplevel
     try:
-        run_follower(args)
+        if args.run_type == "predict":
+            from src.predict import run_predict  # pylint: disable=import-outside-toplevel
+            run_predict(args, "follower")
+        else:
+            run_follower(args)
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:
         hint = ""
         if isinstance(err, (ConnectionError, TimeoutError)) and "--resume" not in str(err):

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from src.predict_args import add_predict_args  # noqa: E402
 from src.cli import (add_split_args, add_training_args, output_dir, parse_with_run_config,  # noqa: E402
                      resolve_passwords)
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Split PanGu-alpha, party A (leader: data, embedding, head)")
     add_training_args(parser)
     add_split_args(parser, communicator=True)
+    add_predict_args(parser)
     parser.set_defaults(loss_scale=1024.0, http_server_address="127.0.0.1:10087",
                         remote_server_address="127.0.0.1:10086")
     return parser
@@ -42,7 +44,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parse_with_run_config(parser, argv)
-    if not args.synthetic and not args.data_url:
+    if args.run_type == "train" and not args.synthetic and not args.data_url:
         parser.error("--data_url is required (the leader owns the data), or --synthetic for generated data")
     output_dir(args, "leader")
     args.log_file = args.log_file if args.log_file is not None else os.path.join(args.output_dir, "leader.log")
@@ -64,7 +66,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
     from src.split_train import run_leader  # pylint: disable=import-outside-toplevel
     try:
-        run_leader(args)
+        if args.run_type == "predict":
+            from src.predict import run_predict  # pylint: disable=import-outside-toplevel
+            run_predict(args, "leader")
+        else:
+            run_leader(args)
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:
         hint = ""
         if isinstance(err, (ConnectionError, TimeoutError)) and "--resume" not in str(err):

@@ -25,7 +25,8 @@ from typing import Any, Dict, Optional, Sequence
 EXAMPLE_DIR = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, EXAMPLE_DIR)
 
-from src.cli import add_split_args, add_training_args, output_dir, parse_with_run_config  # noqa: E402
+from src.cli import add_split_args, add_training_args, output_dir, parse_with_run_config, str2bool  # noqa: E402
+from src.predict_args import add_predict_args  # noqa: E402
 
 logger = logging.getLogger("run_pangu_train_local")
 
@@ -34,6 +35,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Split PanGu-alpha in one process, compared with centralised training")
     add_training_args(parser)
     add_split_args(parser, communicator=False)
+    add_predict_args(parser)
     parser.set_defaults(loss_scale=1024.0)
     g = parser.add_argument_group("this script")
     g.add_argument("--data_dir", default=os.path.join(EXAMPLE_DIR, "data"),
@@ -44,6 +46,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     g.add_argument("--prepare_only", action="store_true",
                    help="only build the data of this run configuration (corpus, vocabulary, records under "
                         "--data_dir) and exit: what the two-server leader reads")
+    g.add_argument("--show_model", type=str2bool, default=True,
+                   help="after training, log the eval perplexity next to the unigram baseline and completions "
+                        "of a few eval prompts by the split and the centralised model (default true)")
     g.add_argument("--plot", default=None, help="figure path (default OUTPUT_DIR/loss.png; 'none' to skip)")
     args = parse_with_run_config(parser, argv)
     output_dir(args, "local")
@@ -73,6 +78,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     setup_logging()
     import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
     from src.split_train import run_local  # pylint: disable=import-outside-toplevel
+    if args.run_type == "predict":
+        from src.predict import run_predict  # pylint: disable=import-outside-toplevel
+        default_vocab = os.path.join(args.data_dir, "vocab", "pangu_sp.model")
+        if not args.vocab_model and os.path.isfile(default_vocab):
+            args.vocab_model = default_vocab  # the vocabulary the main job built and trained with
+        return {"generated": run_predict(args, "local")}
     os.makedirs(args.output_dir, exist_ok=True)
     ensure_data(args)
     if args.prepare_only:
@@ -99,6 +110,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in pairs)
             logger.info("split vs centralised: %d steps, largest relative loss difference %.3g", len(pairs), worst)
             result["max_rel_diff"] = worst
+    if args.show_model:
+        from src.showcase import show_model  # pylint: disable=import-outside-toplevel
+        result["showcase"] = show_model(args, split["config"], split, result.get("centralized"),
+                                        os.path.join(args.output_dir, "centralized"))
     if (args.plot or "").lower() != "none":
         from plot_loss import plot_curves  # pylint: disable=import-outside-toplevel
         figure = args.plot or os.path.join(args.output_dir, "loss.png")

@@ -32,6 +32,7 @@ from src.lr_schedule import default_warmup_steps, lr_at  # noqa: E402
 from src.optim import PanguOptimizer, PanguTrainOneStepCell  # noqa: E402
 from src.pangu_alpha import PanguAlphaWithLoss, count_parameters  # noqa: E402
 from src.pangu_alpha_config import PanguAlphaConfig  # noqa: E402
+from src.predict_args import add_predict_args  # noqa: E402
 from src.utils import (LossLog, add_training_args, config_from_args, latest_checkpoint,  # noqa: E402
                        setup_logging, step_log_line, synthetic_batch)
 
@@ -44,6 +45,7 @@ COLUMNS = ("input_ids", "position_id", "attention_mask")
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Centralised PanGu-alpha training (baseline of the split example)")
     add_training_args(parser)
+    add_predict_args(parser)
     args = parse_with_run_config(parser, argv)
     output_dir(args, "centralized")
     return args
@@ -266,7 +268,12 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    run(parse_args(argv))
+    args = parse_args(argv)
+    if args.run_type == "predict":
+        from src.predict import run_predict  # pylint: disable=import-outside-toplevel
+        run_predict(args, "central")
+    else:
+        run(args)
     return 0
 
 

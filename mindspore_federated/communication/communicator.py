@@ -292,6 +292,17 @@ class VerticalFederatedCommunicator:
             raise RuntimeError(f"communicator '{self._name}' was closed while receiving from "
                                f"'{target_name}'") from None
 
+    # --- data join (the original's registration calls; the protocol lives in data_join) ----------
+    def send_register(self, target_server_name: str, worker_register) -> tuple:
+        """Follower: register with the leader; returns its (primary_key, bucket_num, shard_num, join_type)."""
+        from mindspore_federated.data_join import _handshake
+        return _handshake.send_register(self, target_server_name, worker_register)
+
+    def data_join_wait_for_start(self, worker_config: Optional[dict] = None) -> dict:
+        """Leader: block until the follower registers, answer with the leader's data-join settings."""
+        from mindspore_federated.data_join import _handshake
+        return _handshake.data_join_wait_for_start(self, worker_config)
+
     # --- helpers ---------------------------------------------------------------------------------
     @property
     def _name(self) -> str:

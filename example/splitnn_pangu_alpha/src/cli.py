@@ -86,9 +86,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                         f"--num_layers, --embedding_size, --num_heads. (--config is an alias.) The values "
                         f"pynative/graph of earlier versions still select --exec_mode, with a warning")
     parser.set_defaults(legacy_exec_mode=False)
-    g.add_argument("--exec_mode", default="pynative", choices=EXEC_MODES,
-                   help="MindSpore execution mode (default pynative: with --jit_forward it is the fastest on "
-                        "CPU, and the split programs need it to reuse forward passes)")
+    g.add_argument("--exec_mode", default="graph", choices=EXEC_MODES,
+                   help="MindSpore execution mode (default graph: each party's backward and optimizer are "
+                        "compiled graphs, the fastest on CPU, see the README's Performance; pynative reuses "
+                        "the forward passes' autodiff tapes instead)")
     g.add_argument("--run_type", default="train", choices=["train", "predict"],
                    help="only 'train' is implemented (the original's flag)")
     g.add_argument("--device_target", default="CPU", help="MindSpore device target (default CPU)")
@@ -249,7 +250,7 @@ def parse_with_run_config(parser: argparse.ArgumentParser, argv: Optional[Sequen
 
 
 def _normalise(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """--mode pynative/graph (earlier versions), the scale check, --run_type, the ignored flags."""
+    """--mode pynative/graph (earlier versions), the scale check, the ignored flags."""
     if getattr(args, "legacy_exec_mode", False):
         logger.warning("--mode %s: --mode is the model scale (as in the original example); the execution mode "
                        "is --exec_mode. Using --exec_mode %s", args.exec_mode, args.exec_mode)
@@ -257,8 +258,6 @@ def _normalise(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Non
     if str(args.mode).lower() not in scales:
         parser.error(f"--mode {args.mode!r}: choose a model scale among {', '.join(MODEL_SCALES)}")
     args.mode = scales[str(args.mode).lower()]
-    if args.run_type != "train":
-        parser.error("--run_type predict: this example trains only (use --run_type train)")
     if args.tokenizer_path and not args.vocab_model:
         candidate = os.path.join(args.tokenizer_path, "vocab.model")
         args.vocab_model = candidate if os.path.isfile(candidate) else None

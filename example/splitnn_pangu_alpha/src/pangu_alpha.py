@@ -189,10 +189,32 @@ class MultiHeadAttention(nn.Cell):
         return ops.transpose(ops.reshape(x, (b, s, self.num_heads, self.head_dim)), (0, 2, 1, 3))
 
     def construct(self, query: Tensor, key_value: Tensor, bias: Tensor) -> Tensor:
-        q = self._heads(self.dense1(query))
+        out, _, _ = self.forward_kv(query, key_value, bias)
+        return out
+
+    def forward_kv(self, query: Tensor, key_value: Tensor, bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """Attention over the whole sequence; also returns its keys and values [B,nh,S,d] (the cache)."""
         k = self._heads(self.dense2(key_value))
         v = self._heads(self.dense3(key_value))
-        scores = ops.cast(self.bmm_t(q, k), mstype.float32) * self.scale + bias   # [B,nh,S,S] fp32
+        return self._attend(query, k, v, bias), k, v
+
+    def step_kv(self, query: Tensor, key_value: Tensor, bias: Tensor, k_cache: Tensor, v_cache: Tensor,
+                slot: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """One new position against fixed-size caches [B,nh,S,d].
+
+        query/key_value [B,1,H]; `slot` [S,1] is 1.0 at the new position's column, 0 elsewhere: its
+        key and value are written there (exactly: x*1 + y*0), then the query attends to all S columns,
+        the ones not yet written being masked by `bias` [B,1,1,S]. Fixed shapes: compiled once.
+        """
+        k = self._heads(self.dense2(key_value))
+        v = self._heads(self.dense3(key_value))
+        k_cache = k_cache * (1.0 - slot) + k * slot
+        v_cache = v_cache * (1.0 - slot) + v * slot
+        return self._attend(query, k_cache, v_cache, bias), k_cache, v_cache
+
+    def _attend(self, query: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+        q = self._heads(self.dense1(query))
+        scores = ops.cast(self.bmm_t(q, k), mstype.float32) * self.scale + bias   # [B,nh,Sq,Sk] fp32
         probs = self.softmax(ops.cast(scores, self.softmax_dtype))
         if self.use_prob_dropout:
             probs = self.prob_dropout(probs)
@@ -246,6 +268,23 @@ class TransformerBlock(nn.Cell):
         x = x + ops.cast(self.output(self.layernorm2(x)), mstype.float32)
         return x
 
+    def _finish(self, x: Tensor, attended: Tensor) -> Tensor:
+        x = x + ops.cast(attended, mstype.float32)
+        return x + ops.cast(self.output(self.layernorm2(x)), mstype.float32)
+
+    def forward_kv(self, x: Tensor, bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """`construct` that also returns the layer's keys and values (incremental decoding)."""
+        h = self.layernorm1(x)
+        attended, k, v = self.attention.forward_kv(h, h, bias)
+        return self._finish(x, attended), k, v
+
+    def step_kv(self, x: Tensor, bias: Tensor, k_cache: Tensor, v_cache: Tensor,
+                slot: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """One new position x [B,1,H] with this layer's caches (see MultiHeadAttention.step_kv)."""
+        h = self.layernorm1(x)
+        attended, k_cache, v_cache = self.attention.step_kv(h, h, bias, k_cache, v_cache, slot)
+        return self._finish(x, attended), k_cache, v_cache
+
 
 class QueryLayer(TransformerBlock):
     """Last layer: queries from the (not layer-normed) top_query_embedding, keys/values from LN1(x)."""
@@ -255,6 +294,18 @@ class QueryLayer(TransformerBlock):
         x = x + ops.cast(self.attention(query_vector, h, bias), mstype.float32)
         x = x + ops.cast(self.output(self.layernorm2(x)), mstype.float32)
         return x
+
+    def forward_kv(self, x: Tensor, query_vector: Tensor, bias: Tensor  # pylint: disable=arguments-differ
+                   ) -> Tuple[Tensor, Tensor, Tensor]:
+        h = self.layernorm1(x)
+        attended, k, v = self.attention.forward_kv(query_vector, h, bias)
+        return self._finish(x, attended), k, v
+
+    def step_kv(self, x: Tensor, query_vector: Tensor, bias: Tensor, k_cache: Tensor,  # pylint: disable=arguments-differ
+                v_cache: Tensor, slot: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        h = self.layernorm1(x)
+        attended, k_cache, v_cache = self.attention.step_kv(query_vector, h, bias, k_cache, v_cache, slot)
+        return self._finish(x, attended), k_cache, v_cache
 
 
 class PanguAlphaBackbone(nn.Cell):
