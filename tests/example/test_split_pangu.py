@@ -419,3 +419,15 @@ def test_a_party_stopped_by_sigterm_tells_the_other_why(pki, tmp_path):
     assert "the follower was interrupted: SystemExit: stopped by SIGTERM" in out_l, out_l[-2000:]
     assert "leader stopped: the follower stopped:" in out_l, out_l[-2000:]
     assert "restart both with --resume" in out_l
+
+
+@pytest.mark.slow
+def test_graph_mode_local_split_matches_centralised(runs, tmp_path):
+    """GRAPH_MODE parties (compiled backward + optimizer, fused head forward+backward) compute
+    the same training as the centralised PyNative run of the fixture."""
+    old_mode = ms.get_context("mode")
+    try:
+        split = run_local(_local_args(tmp_path, "--exec_mode", "graph", "--eval_steps", "1"))
+    finally:
+        ms.set_context(mode=old_mode)
+    assert _rel(split["losses"], runs["central"]["losses"]) <= 1e-5
