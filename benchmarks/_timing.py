@@ -13,3 +13,11 @@ def median_seconds(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def steps_per_second(records, warmup: int) -> float:
+    """Training steps per second from a loss log (records with ``step`` and ``elapsed_s``),
+    over the steps after the first ``warmup`` (compilation, caches)."""
+    timed = [r for r in records if r["step"] > warmup]
+    start = next(r["elapsed_s"] for r in records if r["step"] == warmup) if warmup else 0.0
+    return len(timed) / max(timed[-1]["elapsed_s"] - start, 1e-9)

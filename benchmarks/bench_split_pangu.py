@@ -2,14 +2,20 @@
 
 Runs, each in its own process so peak RSS is per party:
   * centralised training, graph and PyNative mode (train_centralized's one-step cell);
-  * split training with both parties in one process (in-memory channel);
-  * split training in two processes over mutual TLS on loopback (certificates made here);
-and prints a markdown table: steps/s (timed after the warm-up steps), the bytes each step puts on
+  * split training with both parties in one process (in-memory channel), PyNative (`split_local`,
+    forward jit-compiled, FLModel reuses the autodiff tape) and graph mode (`split_local_graph`,
+    FLModel's compiled backward + optimizer);
+  * split training in two processes over mutual TLS on loopback (certificates made here), in both
+    modes (`split_tls`, `split_tls_graph`);
+With `--rounds R` the modes run in turn R times (rounds alternate, so a machine whose load changes
+affects every mode alike); each ratio is taken within a round, and the table shows medians.
+It prints a markdown table: steps/s (timed after the warm-up steps), the bytes each step puts on
 the wire (protobuf payload of the five messages) next to the theoretical minimum (embedding
 activations, hidden states, their two gradients, plus the attention mask), and peak RSS.
 
     .venv/bin/python benchmarks/bench_split_pangu.py                 # small config, ~5 min on 2 cores
     .venv/bin/python benchmarks/bench_split_pangu.py --config 350M --steps 3 --warmup 1 --modes split_local,central_pynative
+    .venv/bin/python benchmarks/bench_split_pangu.py --modes central_graph,split_local_graph,split_tls_graph --rounds 3
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import json
 import os
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,26 +32,36 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from _timing import steps_per_second  # benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example" / "splitnn_pangu_alpha"
 PASSWORD = "bench-pw"
-MODES = ("central_graph", "central_pynative", "split_local", "split_tls")
+MODES = ("central_graph", "central_pynative", "split_local", "split_tls", "split_local_graph", "split_tls_graph")
+NAMES = {"central_graph": "centralised, graph mode", "central_pynative": "centralised, PyNative + jit forward",
+         "split_local": "split, one process (A+B), PyNative + jit forward",
+         "split_tls": "split, two processes, mutual TLS, PyNative + jit forward",
+         "split_local_graph": "split, one process (A+B), graph mode",
+         "split_tls_graph": "split, two processes, mutual TLS, graph mode"}
+# (numerator, denominator) of the ratios the issue's goals are about, each taken within one round
+RATIOS = (("split_local_graph", "central_graph"), ("split_tls_graph", "split_local_graph"),
+          ("split_local", "central_graph"), ("split_tls", "split_local"),
+          ("split_local_graph", "split_local"))
 
 
 def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _exec_mode(mode: str) -> List[str]:
+    """The split programs' execution mode for a benchmark mode name."""
+    return ["--exec_mode", "graph" if mode.endswith("_graph") else "pynative"]
+
+
 def _common(args: argparse.Namespace) -> List[str]:
     return ["--config", args.config, "--vocab_size", str(args.vocab_size), "--seed", "1", "--dropout_rate", "0",
             "--train_steps", str(args.warmup + args.steps), "--log_steps", str(max(1, args.warmup + args.steps)),
             "--save_ckpt_steps", "0", "--loss_scale", "1024", "--run_config", "none"]
-
-
-def _rate(records: List[dict], warmup: int) -> float:
-    timed = [r for r in records if r["step"] > warmup]
-    start = [r for r in records if r["step"] == warmup][0]["elapsed_s"] if warmup else 0.0
-    return len(timed) / max(timed[-1]["elapsed_s"] - start, 1e-9)
 
 
 # ------------------------------------------------------------------------------ workers
@@ -69,15 +86,15 @@ def worker_central(args: argparse.Namespace, mode: str) -> dict:
     return {"steps_per_s": len(measured) / sum(measured), "rss_mib": _rss_mib()}
 
 
-def worker_split_local(args: argparse.Namespace, out: str) -> dict:
+def worker_split_local(args: argparse.Namespace, out: str, mode: str) -> dict:
     sys.path.insert(0, str(EXAMPLE))
     import mindspore_federated  # noqa: F401
     import run_pangu_train_local
     from mindspore_federated.protocol import Kind
     from src.split_train import run_local
     log = os.path.join(out, "local_loss.json")
-    largs = run_pangu_train_local.parse_args(_common(args) + ["--synthetic", "--output_dir", out,
-                                                              "--loss_log", log, "--log_file", ""])
+    largs = run_pangu_train_local.parse_args(_common(args) + _exec_mode(mode) + [
+        "--synthetic", "--output_dir", out, "--loss_log", log, "--log_file", "", "--eval_steps", "1"])
     res = run_local(largs, measure=True)
     train_kinds = {Kind.FORWARD, Kind.FORWARD_REPLY, Kind.BACKWARD, Kind.BACKWARD_REPLY, Kind.DECISION}
     sent = res["channel"].sent_log + res["follower"].channel.sent_log
@@ -87,7 +104,7 @@ def worker_split_local(args: argparse.Namespace, out: str) -> dict:
     cfg = res["config"]
     b, s, h = cfg.batch_size, cfg.seq_length, cfg.hidden_size
     minimum = 4 * (b * s * h * 4) + b * s * s * 4
-    return {"steps_per_s": _rate(records, args.warmup), "rss_mib": _rss_mib(), "wire_bytes": per_step,
+    return {"steps_per_s": steps_per_second(records, args.warmup), "rss_mib": _rss_mib(), "wire_bytes": per_step,
             "min_bytes": minimum}
 
 
@@ -97,7 +114,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def run_split_tls(args: argparse.Namespace, tmp: str) -> dict:
+def run_split_tls(args: argparse.Namespace, tmp: str, mode: str) -> dict:
     from mindspore_federated.tools import gen_certs as g
     pki = Path(tmp) / "pki"
     ca = g.generate_ca()
@@ -119,12 +136,13 @@ def run_split_tls(args: argparse.Namespace, tmp: str) -> dict:
     follower = subprocess.Popen(
         [sys.executable, "-c", rss_probe, str(EXAMPLE / "run_pangu_train_follower.py"),
          "--http_server_address", f"127.0.0.1:{pf}", "--remote_server_address", f"127.0.0.1:{pl}",
-         *_common(args), "--output_dir", tmp, "--log_file", "", *tls("follower")],
+         *_common(args), *_exec_mode(mode), "--output_dir", tmp, "--log_file", "", *tls("follower")],
         cwd=str(EXAMPLE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     leader = subprocess.Popen(
         [sys.executable, "-c", rss_probe, str(EXAMPLE / "run_pangu_train_leader.py"),
          "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{pf}",
-         *_common(args), "--synthetic", "--output_dir", tmp, "--log_file", "", "--loss_log", log, *tls("leader")],
+         *_common(args), *_exec_mode(mode), "--synthetic", "--output_dir", tmp, "--log_file", "", "--loss_log", log,
+         "--eval_steps", "1", *tls("leader")],
         cwd=str(EXAMPLE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     out_l, _ = leader.communicate(timeout=3600)
     out_f, _ = follower.communicate(timeout=600)
@@ -133,7 +151,7 @@ def run_split_tls(args: argparse.Namespace, tmp: str) -> dict:
     rss = lambda text: float(text.rsplit("RSS-MIB", 1)[1].split()[0])  # noqa: E731
     with open(log, encoding="utf-8") as f:
         records = json.load(f)
-    return {"steps_per_s": _rate(records, args.warmup), "rss_leader_mib": rss(out_l), "rss_follower_mib": rss(out_f)}
+    return {"steps_per_s": steps_per_second(records, args.warmup), "rss_leader_mib": rss(out_l), "rss_follower_mib": rss(out_f)}
 
 
 def _in_child(mode: str, args: argparse.Namespace, tmp: str) -> dict:
@@ -153,6 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--steps", type=int, default=12, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation, caches)")
     parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--rounds", type=int, default=1, help="run the modes in turn this many times")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--tmp", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -160,31 +179,49 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.worker.startswith("central_"):
             result = worker_central(args, args.worker.split("_", 1)[1])
         else:
-            result = worker_split_local(args, args.tmp)
+            result = worker_split_local(args, args.tmp, args.worker)
         print("RESULT " + json.dumps(result), flush=True)
         return 0
 
-    results: Dict[str, dict] = {}
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        parser.error(f"--modes: unknown {', '.join(unknown)} (choose from {', '.join(MODES)})")
+    rounds: List[Dict[str, dict]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in args.modes.split(","):
-            t0 = time.time()
-            results[mode] = run_split_tls(args, tmp) if mode == "split_tls" else _in_child(mode, args, tmp)
-            print(f"{mode}: {results[mode]} ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+        for r in range(args.rounds):
+            results: Dict[str, dict] = {}
+            for mode in modes:
+                t0 = time.time()
+                results[mode] = run_split_tls(args, tmp, mode) if mode.startswith("split_tls") else \
+                    _in_child(mode, args, tmp)
+                print(f"round {r + 1}/{args.rounds} {mode}: {results[mode]} ({time.time() - t0:.0f} s)",
+                      file=sys.stderr, flush=True)
+            rounds.append(results)
 
-    base = results.get("central_graph", results.get("central_pynative"))
-    pyn = results.get("central_pynative")
+    def median(values: List[float]) -> float:
+        return float(statistics.median(values))
+
+    merged = {mode: {key: median([rd[mode][key] for rd in rounds]) for key in rounds[0][mode]} for mode in modes}
+    base = merged.get("central_graph", merged.get("central_pynative"))
+    pyn = merged.get("central_pynative")
     print(f"\nPanGu-alpha `{args.config}` (vocab {args.vocab_size}), CPU, {args.steps} timed steps after "
-          f"{args.warmup} warm-up steps, synthetic data, dropout 0.\n")
+          f"{args.warmup} warm-up steps, synthetic data, dropout 0, median of {args.rounds} round(s).\n")
     print("| run | steps/s | vs centralised graph | vs centralised PyNative | peak RSS (MiB) |")
     print("|---|---|---|---|---|")
-    names = {"central_graph": "centralised, graph mode", "central_pynative": "centralised, PyNative + jit forward",
-             "split_local": "split, one process (A+B)", "split_tls": "split, two processes, mutual TLS"}
-    for mode, r in results.items():
+    for mode, r in merged.items():
         rss = (f"A {r['rss_leader_mib']:.0f} / B {r['rss_follower_mib']:.0f}" if "rss_leader_mib" in r
                else f"{r['rss_mib']:.0f}")
         vs = lambda ref: f"{r['steps_per_s'] / ref['steps_per_s']:.2f}x" if ref else "-"  # noqa: E731
-        print(f"| {names[mode]} | {r['steps_per_s']:.3f} | {vs(base)} | {vs(pyn)} | {rss} |")
-    local = results.get("split_local")
+        print(f"| {NAMES[mode]} | {r['steps_per_s']:.3f} | {vs(base)} | {vs(pyn)} | {rss} |")
+    pairs = [(a, b) for a, b in RATIOS if a in modes and b in modes]
+    if pairs:
+        print("\nRatios of steps/s within each round (median; per round):\n")
+        for a, b in pairs:
+            per_round = [rd[a]["steps_per_s"] / rd[b]["steps_per_s"] for rd in rounds]
+            print(f"- {NAMES[a]} / {NAMES[b]}: **{median(per_round):.2f}x** "
+                  f"({', '.join(f'{x:.2f}' for x in per_round)})")
+    local = merged.get("split_local", merged.get("split_local_graph"))
     if local:
         print(f"\nWire bytes per training step (protobuf payload of the 5 messages): {local['wire_bytes']:,.0f}; "
               f"theoretical minimum (4 activation/gradient tensors + mask, fp32): {local['min_bytes']:,.0f} "

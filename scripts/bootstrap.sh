@@ -19,6 +19,17 @@ if ! command -v mariadb-install-db >/dev/null 2>&1 || ! { command -v mariadbd ||
     fi
 fi
 
+# ip and tc (iproute2) for the network-namespace tests (mindspore_federated/tools/netlab.py);
+# installed when missing on a root machine with apt (CI), otherwise those tests skip and say why.
+if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "[bootstrap] installing iproute2 (ip, tc) for the network tests"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iproute2
+    else
+        echo "[bootstrap] note: iproute2 (ip, tc) is missing: the network-namespace tests will be skipped"
+    fi
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "[bootstrap] creating virtual environment $VENV"
     "$PYTHON" -m venv "$VENV"

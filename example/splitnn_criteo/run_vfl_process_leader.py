@@ -1,11 +1,12 @@
 """Leader process: data join of the train and eval tables with the follower (ECDH-PSI), then
 split training over the same communicator. See run_vfl_process_leader.sh."""
 import logging
+import sys
 
 import mindspore_federated  # noqa: F401  (first: selects protobuf's fast backend)
 from mindspore_federated import FLDataWorker
 from network_config import get_config
-from split_train import joined_datasets, run_leader, set_context
+from split_train import joined_datasets, run_leader, run_party, set_context
 
 logger = logging.getLogger("splitnn_criteo")
 PEER = "follower"
@@ -43,9 +44,9 @@ def main():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s leader %(levelname)s: %(message)s")
     set_context(config)
     communicator = join_both_splits(config, "leader", PEER)
-    run_leader(config, communicator, *joined_datasets(config, config.dataset_dir, config.eval_dataset_dir, "leader"))
-    communicator.close()
+    datasets = joined_datasets(config, config.dataset_dir, config.eval_dataset_dir, "leader")
+    return run_party(run_leader, "leader", config, communicator, datasets)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

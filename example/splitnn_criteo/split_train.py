@@ -2,10 +2,13 @@
 
 Call pattern of the original example: each party wraps its networks in FLModel (from the yaml
 files), the leader's bottom and top run forward, the top's backward returns d(loss)/d(scores);
-the first two go to the leader's bottom, the other two to the follower's bottom.
+the first two go to the leader's bottom, the other two to the follower's bottom. The local program
+hands the tensors over in memory; the two-process programs exchange them through the library's
+two-party protocol (`run_leader` / `run_follower`: handshake, step-tagged messages, ABORT).
 """
 import logging
 import os
+import signal
 from collections import OrderedDict
 
 import mindspore as ms
@@ -13,6 +16,8 @@ import mindspore as ms
 from criteo_dataset import create_joined_dataset
 from mindspore_federated import FLModel, FLYamlData
 from mindspore_federated.privacy import LabelDP
+from mindspore_federated.protocol import (CommunicatorChannel, FLModelFollower, FollowerLoop, GradientStats, Kind,
+                                          PeerAborted, PeerSession, ProtocolError)
 from wide_and_deep import (AUCMetric, BottomLossNet, LeaderTopEvalNet, LeaderTopLossNet, LeaderTopNet,
                            WideDeepModel)
 
@@ -132,37 +137,123 @@ def make_communicator(config, role, peer):
     return communicator
 
 
+# the two-process runs speak the library's protocol (docs/protocol.md); a stopped run restarts from
+# the checkpoints of the last finished epoch
+REMEDY = "stop both parties and restart both with --resume True (checkpoints of the last finished epoch)"
+PEER_TIMEOUT = 600.0   # seconds to wait for the peer's handshake, and for any one message of the run
+
+
+def _settings(config, ds_train, ds_eval):
+    """What both parties must share (the handshake compares it): model sizes, seed, batches, epochs."""
+    names = ("epochs", "batch_size", "seed", "leader_field_size", "follower_field_size", "vocab_size", "emb_dim",
+             "deep_layer_dim", "deep_layer_act", "init_args", "l2_coef", "resume")
+    settings = {name: getattr(config, name) for name in names}
+    settings.update(train_batches=ds_train.get_dataset_size(), eval_batches=ds_eval.get_dataset_size())
+    return settings
+
+
+def _session(communicator, role, peer, completed, settings):
+    """The protocol session over the communicator; `completed` is a one-item list of finished steps."""
+    channel = CommunicatorChannel(communicator, peer, PEER_TIMEOUT)
+    session = PeerSession(channel, role, peer, lambda: completed[0], remedy=REMEDY)
+    logger.info("waiting for the %s (handshake, up to %g s)", peer, PEER_TIMEOUT)
+    session.handshake(settings, timeout=PEER_TIMEOUT)
+    logger.info("handshake with the %s done: same settings and data sizes", peer)
+    return session
+
+
+def _stopping(session, role, err):
+    """Tell the peer why this party stops (not when the peer stopped first or is gone)."""
+    if session is None or isinstance(err, (PeerAborted, ConnectionError)):
+        return
+    if isinstance(err, ProtocolError):
+        session.report(err)
+    else:
+        what = "was interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
+        session.abort(f"the {role} {what}: {type(err).__name__}: {err} -- {REMEDY}")
+
+
 def run_leader(config, communicator, ds_train, ds_eval, peer="follower"):
-    """The leader's training: the follower's scores come in, their gradients go back; AUC per epoch."""
+    """The leader's training: per step FORWARD -> the follower's scores, BACKWARD -> their gradients,
+    DECISION (save at the end of each epoch); EVAL per evaluation batch; AUC per epoch."""
     leader = Leader(config)
     if config.resume:
         leader.load()
     train_size = ds_train.get_dataset_size()
-    for epoch in range(config.epochs):
-        for step, item in enumerate(ds_train.create_dict_iterator(num_epochs=1), start=1):
-            follower_embedding = communicator.receive(peer)
-            loss, follower_scale = leader.train_step(item, follower_embedding)
-            communicator.send_tensors(peer, follower_scale)
-            log_step(config, epoch, step, train_size, loss)
-        leader.save()
-        for item in ds_eval.create_dict_iterator(num_epochs=1):
-            leader.eval_step(item, communicator.receive(peer))
-        logger.info("epoch %d auc: %f", epoch, leader.auc())
+    completed, evals, session = [0], 0, None
+    try:
+        session = _session(communicator, "leader", peer, completed, _settings(config, ds_train, ds_eval))
+        for epoch in range(config.epochs):
+            for step, item in enumerate(ds_train.create_dict_iterator(num_epochs=1), start=1):
+                tag = completed[0] + 1
+                reply = session.exchange(Kind.FORWARD, tag, {}, Kind.FORWARD_REPLY)
+                loss, follower_scale = leader.train_step(item, reply.tensors())
+                reply = session.exchange(Kind.BACKWARD, tag, follower_scale, Kind.BACKWARD_REPLY)
+                session.agree(tag, GradientStats.of(), reply, save=step == train_size)
+                completed[0] = tag
+                log_step(config, epoch, step, train_size, loss)
+            leader.save()
+            for item in ds_eval.create_dict_iterator(num_epochs=1):
+                evals += 1
+                leader.eval_step(item, session.exchange(Kind.EVAL, evals, {}, Kind.EVAL_REPLY).tensors())
+            logger.info("epoch %d auc: %f", epoch, leader.auc())
+        session.finish()
+    except BaseException as err:
+        _stopping(session, "leader", err)
+        raise
+
+
+def _batches(dataset, epochs):
+    """`next()` gives the dataset's batches in order, epoch after epoch (one iterator per epoch)."""
+    def each():
+        for _ in range(epochs):
+            yield from dataset.create_dict_iterator(num_epochs=1)
+    batches = each()
+    return lambda _step: next(batches)
 
 
 def run_follower(config, communicator, ds_train, ds_eval, peer="leader"):
-    """The follower's training: its scores go out, their gradients come back."""
+    """The follower's training: FLModelFollower answers the leader's messages with its bottom network
+    on its own batches (its scores out, their gradients in); it saves when the leader's DECISION says."""
     follower = Follower(config)
     if config.resume:
         follower.load()
-    for epoch in range(config.epochs):
-        for item in ds_train.create_dict_iterator(num_epochs=1):
-            communicator.send_tensors(peer, follower.forward(item))
-            follower.backward(item, communicator.receive(peer))
-        follower.save()
-        for item in ds_eval.create_dict_iterator(num_epochs=1):
-            communicator.send_tensors(peer, follower.eval_forward(item))
-        logger.info("epoch %d done", epoch)
+    train_size = ds_train.get_dataset_size()
+    handler = FLModelFollower(follower.bottom, checkpoint_dir=config.ckpt_path,
+                              local_batch=_batches(ds_train, config.epochs),
+                              local_eval_batch=_batches(ds_eval, config.epochs))
+    completed, session = [0], None
+
+    def on_step(done):
+        completed[0] = done
+        if done % train_size == 0:
+            logger.info("epoch %d done", done // train_size - 1)
+    try:
+        session = _session(communicator, "follower", peer, completed, _settings(config, ds_train, ds_eval))
+        FollowerLoop(session, handler).run(on_step=on_step)
+    except BaseException as err:
+        _stopping(session, "follower", err)
+        raise
+
+
+def _stop_on_sigterm(*_):
+    raise SystemExit("stopped by SIGTERM")
+
+
+def run_party(run, role, config, communicator, datasets):
+    """A program's run_leader / run_follower: SIGTERM stops like an error (the peer is told why), a
+    stop the protocol explains is one log line and exit status 1; the communicator is closed."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        run(config, communicator, *datasets)
+    except (ProtocolError, PeerAborted, ConnectionError, TimeoutError) as err:
+        unexplained = isinstance(err, (ConnectionError, TimeoutError)) and "--resume" not in str(err)
+        hint = f" -- {REMEDY}" if unexplained else ""
+        logger.error("%s stopped: %s%s", role, err, hint)
+        return 1
+    finally:
+        communicator.close()
+    return 0
 
 
 def data_dirs(path):

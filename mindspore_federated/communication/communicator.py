@@ -232,14 +232,18 @@ class VerticalFederatedCommunicator:
         self.close()
 
     # --- messages --------------------------------------------------------------------------------
-    def send_tensors(self, target_server_name: str, tensor_dict: Mapping) -> None:
+    def send_tensors(self, target_server_name: str, tensor_dict: Mapping, *,
+                     give_up_when_gone: bool = False) -> None:
         """Send a (nested) dict of tensors to ``target_server_name``; returns once the peer
         acknowledged it.
 
         Raises TimeoutError when the peer did not acknowledge within ``send_deadline``,
         ConnectionRefusedError when it refused the message or the TLS connection, ConnectionError
-        when it said goodbye (a silent peer is retried until the deadline). After a failure
-        the message may or may not have been delivered; the next message starts a new sequence.
+        when it said goodbye. A silent peer is retried until the deadline, so that a restarted
+        receiver still gets the message exactly once; with ``give_up_when_gone`` the send raises
+        ConnectionError as soon as the peer counts as gone (no sign of life for ``liveness_timeout``
+        s), for callers that cannot continue with a restarted peer anyway (a training step). After a
+        failure the message may or may not have been delivered; the next message starts a new sequence.
         """
         target_name = target_server_name
         config = self._peer(target_name)
@@ -250,7 +254,7 @@ class VerticalFederatedCommunicator:
             link = self._links[target_name]
             seq = self._seq[target_name] + 1
             try:
-                link.send(seq, segments)
+                link.send(seq, segments, gone=self._health[target_name].verdict if give_up_when_gone else None)
                 self._health[target_name].contact(reached=True)
             except Exception:
                 # Unknown whether it arrived: a fresh epoch lets the peer accept whatever comes next.

@@ -164,9 +164,10 @@ class PeerLink:
             if refused:
                 raise ConnectionRefusedError(f"TLS handshake with {self._describe()} refused: {problem}")
 
-    def send(self, seq: int, segments: Sequence) -> SendAck:
+    def send(self, seq: int, segments: Sequence, gone: Optional[Callable[[], str]] = None) -> SendAck:
         """Stream message ``seq`` (the concatenation of the bytes-like ``segments``) and wait for
-        its acknowledgement; retry transient failures until the deadline."""
+        its acknowledgement; retry transient failures until the deadline, or until ``gone`` (the
+        peer's liveness verdict) says why the peer is to be taken for gone."""
         segments = [memoryview(s).cast("B") for s in segments]
         total = sum(len(s) for s in segments)
         start = time.monotonic()
@@ -207,6 +208,10 @@ class PeerLink:
             if farewell is not None:
                 raise ConnectionError(f"message {seq} to {self._describe()} not delivered: it stopped "
                                       f"and said why: {farewell}")
+            verdict = gone() if gone is not None else ""
+            if verdict:
+                raise ConnectionError(f"message {seq} to {self._describe()} not delivered: it is gone: "
+                                      f"{verdict}")
             now = time.monotonic()
             if attempt == 1 or now - last_log >= 10:
                 logger.warning("sending message %d to %s failed (attempt %d), retrying for up to %.0f s: %s",

@@ -102,7 +102,9 @@ class CommunicatorChannel:
 
     def send(self, msg: Dict) -> None:
         try:
-            self.comm.send_tensors(self.peer, msg)
+            # A step cannot go on with a restarted peer (that takes --resume), so a dead peer is
+            # reported within the communicator's liveness timeout instead of after its send deadline.
+            self.comm.send_tensors(self.peer, msg, give_up_when_gone=True)
         except ConnectionError as err:
             if type(err) is ConnectionError:   # the peer is gone (it said goodbye, or fell silent)
                 raise ConnectionError(f"the {self.where} is gone: {err}") from err

@@ -6,7 +6,8 @@ be absent. `FLModelLeader.train_step` runs one step of the protocol with them:
 
 1. bottom forward; its ``destination: remote`` outputs go in FORWARD;
 2. the FORWARD_REPLY gives the top's ``source: remote`` inputs; top forward and backward (with the
-   caller's ``sens``, e.g. the loss scale);
+   caller's ``sens``, e.g. the loss scale; ``FLModel.forward_backward_one_step``, one graph in
+   GRAPH_MODE);
 3. the top's grad-scaler results for remote inputs go in BACKWARD, those for local inputs are kept;
 4. the BACKWARD_REPLY's tensors plus the kept ones are the bottom's ``sens`` dict: bottom backward;
 5. the decision over all the leader's optimizers and the follower's statistics, applied.
@@ -68,8 +69,8 @@ class FLModelLeader:
         `sens`: the top's sens dict (e.g. ``{"loss_scale": {"output": scale}}``); `scalars` travel in
         the FORWARD header (e.g. the loss scale, for the follower to check)."""
         local, remote = self._forward(batch, step, Kind.FORWARD, Kind.FORWARD_REPLY, "train_net", scalars)
-        outputs = self.top.forward_one_step(local, remote)
-        top_grads = self.top.backward_one_step(local, remote, sens=dict(sens or {}))
+        # one compiled graph in GRAPH_MODE: the top's sensitivities are known here
+        outputs, top_grads = self.top.forward_backward_one_step(local, remote, sens=dict(sens or {}))
         configs = self.top.get_compress_configs()
         to_peer: Dict[str, Dict[str, Any]] = {}
         kept: Dict[str, Dict[str, Any]] = {}

@@ -29,6 +29,7 @@ import mindspore as ms
 from mindspore import nn, ops, Tensor, Parameter
 
 from mindspore_federated.config.yaml_data import FLYamlData, GradSpec, NetSpec, OptSpec
+from mindspore_federated.trainer._graph import BackwardGraph
 from mindspore_federated.trainer.vfl_optim import (SensDict, as_tuple as _as_tuple, gather_inputs,
                                                    grad_reducer, output_sensitivities,
                                                    to_tensor as _to_tensor, vjp, zero_integer_grads)
@@ -103,6 +104,18 @@ def _takes_gradients(optimizer: Any) -> bool:
     return callable(getattr(optimizer, "apply_gradients", None)) and hasattr(optimizer, "parameters")
 
 
+def _signature(inputs: Sequence[Tensor]) -> tuple:
+    return tuple((tuple(x.shape), str(x.dtype)) for x in inputs)
+
+
+def _applies_in_graph(optimizer: Any) -> bool:
+    """Whether the compiled backward can call this optimizer with the gradient tuple: an
+    ``nn.Optimizer``, or an ``nn.Cell`` with ``apply_gradients`` whose ``construct(grads)``
+    does the same."""
+    return isinstance(optimizer, nn.Optimizer) or (
+        isinstance(optimizer, nn.Cell) and callable(getattr(optimizer, "apply_gradients", None)))
+
+
 class FLModel:
     """One party's trainer, driven by its yaml description (SPEC §2.2).
 
@@ -121,6 +134,9 @@ class FLModel:
             ``parameters`` and ``apply_gradients(grads)``): for those FLModel computes the
             gradient of their ``parameters`` from the matching ``opts`` entry, sharing backward
             passes with the grad scalers, and calls ``opt(grads)`` / ``opt.apply_gradients(grads)``.
+            In GRAPH_MODE the backward and these optimizers run as one compiled graph, which
+            calls every ``nn.Cell`` among them as ``opt(grads)`` (a Cell with
+            ``apply_gradients`` must accept that call in its ``construct``).
         metrics: object with ``update(*eval_outputs, gt)``, or a dict/list of them.
         eval_network: Cell for ``eval_one_step``; defaults to ``network``.
         label_dp: opt-in LabelDP (e.g. ``LabelDP(yaml_data.label_dp_eps)``) applied to the
@@ -151,7 +167,12 @@ class FLModel:
         self.global_step: int = 0
         self._ckpt_dir: str = yaml_data.ckpt_path
         self._tape: Optional[_ForwardTape] = None
-        self._compiled_grads: Dict[tuple, Any] = {}  # GRAPH_MODE backward graphs, per weight set
+        # GRAPH_MODE: outputs of a forward per input signature (they shape the sensitivities),
+        # the compiled backward graphs (without / with the forward's outputs) and the optimizers
+        # they apply
+        self._out_templates: Dict[tuple, Any] = {}
+        self._backward_graphs: Dict[bool, BackwardGraph] = {}
+        self._fused_opts: set = set()
         self._embedding_dp, self._label_dp = self._setup_privacy(embedding_dp, label_dp)
         self._noisy_labels: Optional[Tuple[Any, Tensor]] = None
 
@@ -354,7 +375,10 @@ class FLModel:
         inputs, batch = self._train_inputs(local_data_batch, remote_data_batch)
         self._drop_tape()
         if not self._records_tape():
-            return self._privatize(self._name_outputs(self._train_net(*inputs), net, "train_net"))
+            outputs = self._train_net(*inputs)
+            if ms.get_context("mode") == ms.GRAPH_MODE:  # shapes of the backward's sensitivities
+                self._out_templates.setdefault(_signature(inputs), outputs)
+            return self._privatize(self._name_outputs(outputs, net, "train_net"))
         weights = self._all_weights()
         if weights:
             outputs, vjp_fn = ms.vjp(self._train_net, *inputs, weights=weights)
@@ -453,8 +477,8 @@ class FLModel:
             input_grads, weight_grads = _as_tuple(input_grads), _as_tuple(weight_grads)
         else:
             weights = list(pas.weights.values())
-            _, input_grads, weight_grads = vjp(self._train_net, inputs, weights, cotangent,
-                                               self._compiled_grads)
+            # PyNative only: in GRAPH_MODE backward_one_step runs _run_graph instead
+            _, input_grads, weight_grads = vjp(self._train_net, inputs, weights, cotangent, {})
         pas.weight_grads = {id(p): g for p, g in zip(weights, weight_grads)}
         pas.input_grads = zero_integer_grads(input_grads, inputs)
 
@@ -467,6 +491,27 @@ class FLModel:
         Returns ``{scaler_output_name: OrderedDict(input_name -> grad)}``. Inputs without a
         gradient (integer/bool data such as token ids and masks) get zeros of their own dtype.
         """
+        return self._backward(local_data_batch, remote_data_batch, sens, with_outputs=False)[1]
+
+    def forward_backward_one_step(self, local_data_batch: Optional[Mapping[str, Any]] = None,
+                                  remote_data_batch: Optional[Mapping[str, Any]] = None,
+                                  sens: Optional[SensDict] = None
+                                  ) -> Tuple["OrderedDict[str, Tensor]", Dict[str, "OrderedDict[str, Tensor]"]]:
+        """``forward_one_step`` then ``backward_one_step`` on one batch: ``(outputs, grads)``.
+
+        For a party that knows its sensitivities without waiting for the peer (the last
+        sub-network, whose output is the loss). In GRAPH_MODE both run as one compiled graph,
+        which computes the forward once instead of twice.
+        """
+        if ms.get_context("mode") != ms.GRAPH_MODE or not (self._yaml.grad_scalers or self._built_opts):
+            outputs = self.forward_one_step(local_data_batch, remote_data_batch)
+            return outputs, self.backward_one_step(local_data_batch, remote_data_batch, sens)
+        outputs, grads = self._backward(local_data_batch, remote_data_batch, sens, with_outputs=True)
+        return self._privatize(self._name_outputs(outputs, self._yaml.train_net, "train_net")), grads
+
+    def _backward(self, local_data_batch: Optional[Mapping[str, Any]],
+                  remote_data_batch: Optional[Mapping[str, Any]], sens: Optional[SensDict],
+                  with_outputs: bool) -> Tuple[Any, Dict[str, "OrderedDict[str, Tensor]"]]:
         inputs, batch = self._train_inputs(local_data_batch, remote_data_batch)
         tape = self._take_tape(batch)
         received: SensDict = sens if sens is not None else {}
@@ -490,11 +535,17 @@ class FLModel:
                     pas.weights.setdefault(id(p), p)
                 keys.append(key)
             group_keys.append(keys)
-        # The tape serves one backward pass (a second one recomputes the forward): give it to
-        # the pass with the most weights, which is the most expensive one to recompute.
-        tape_pass = max(passes.values(), key=lambda p: len(p.weights), default=None)
-        for pas in passes.values():
-            self._run_pass(pas, inputs, received, tape if pas is tape_pass else None)
+        fused: set = set()
+        outputs = None
+        if ms.get_context("mode") == ms.GRAPH_MODE and passes:
+            outputs = self._run_graph(passes, group_keys, inputs, received, with_outputs)
+            fused = self._fused_opts
+        else:
+            # The tape serves one backward pass (a second one recomputes the forward): give it
+            # to the pass with the most weights, which is the most expensive one to recompute.
+            tape_pass = max(passes.values(), key=lambda p: len(p.weights), default=None)
+            for pas in passes.values():
+                self._run_pass(pas, inputs, received, tape if pas is tape_pass else None)
 
         result: Dict[str, "OrderedDict[str, Tensor]"] = OrderedDict()
         positions = {name: i for i, name in enumerate(self._yaml.train_net.input_names)}
@@ -504,14 +555,60 @@ class FLModel:
                 (name, grads[positions[name]]) for name in scaler.inputs)
 
         for built, keys in zip(self._built_opts, group_keys):
-            self._apply_built(built, [passes[k] for k in keys])
+            if built.index not in fused:
+                self._apply_built(built, [passes[k] for k in keys])
         for opt in self._user_opts:
             if sens:
                 opt(*inputs, sens=sens)
             else:
                 opt(*inputs)
         self.global_step += 1
-        return result
+        return outputs, result
+
+    def _run_graph(self, passes: "OrderedDict[tuple, _Pass]", group_keys: List[List[tuple]],
+                   inputs: List[Tensor], sens: SensDict, with_outputs: bool = False) -> Any:
+        """GRAPH_MODE: all passes, and the optimizers that can run in a graph, as one compiled
+        graph (built at the first call). Returns the forward's outputs when ``with_outputs``
+        (the same graph computes them), else None."""
+        net = self._yaml.train_net
+        templates = self._out_templates.get(_signature(inputs))
+        if templates is None:  # the sensitivities are shaped like the outputs: learn them once
+            templates = self._out_templates.setdefault(_signature(inputs), self._train_net(*inputs))
+        pass_list = list(passes.values())
+        graph = self._backward_graphs.get(with_outputs)
+        if graph is None:
+            position = {key: k for k, key in enumerate(passes)}
+            fused = []
+            for built, keys in zip(self._built_opts, group_keys):
+                if not _applies_in_graph(built.optimizer):
+                    continue
+                where: Dict[int, List[Tuple[int, int]]] = {}
+                for group, key in zip(built.groups, keys):
+                    order = list(passes[key].weights)
+                    for p in group.params:
+                        where.setdefault(id(p), []).append((position[key], order.index(id(p))))
+                plan = tuple(tuple(where.get(id(p), ())) for p in built.optimizer.parameters)
+                fused.append((built, plan))
+            graph = self._backward_graphs[with_outputs] = BackwardGraph(
+                self._train_net, len(inputs), [list(p.weights.values()) for p in pass_list],
+                [(b.optimizer, b.reducer, plan) for b, plan in fused], with_outputs)
+            self._fused_opts = {b.index for b, _ in fused}
+            logger.info("GRAPH_MODE: %s %sbackward compiled as one graph (%d vjp passes, %d "
+                        "optimizers inside)%s", net.name, "forward+" if with_outputs else "",
+                        len(pass_list), len(fused),
+                        "" if with_outputs else "; it recomputes the forward (no tape across "
+                        "graph calls)")
+        # a tuple of tensors would be a compile-time constant (one compilation per step)
+        cotangents = [ms.mutable(c) if isinstance(c, tuple) else c
+                      for c in (output_sensitivities(p.terms, templates, net, sens) for p in pass_list)]
+        results = graph(*inputs, *cotangents)
+        outputs = None
+        if with_outputs:
+            outputs, results = results
+        for pas, (input_grads, weight_grads) in zip(pass_list, results):
+            pas.input_grads = zero_integer_grads(_as_tuple(input_grads), inputs)
+            pas.weight_grads = {id(p): g for p, g in zip(pas.weights.values(), _as_tuple(weight_grads))}
+        return outputs
 
     @staticmethod
     def _apply_built(built: _BuiltOpt, group_passes: List[_Pass]) -> None:

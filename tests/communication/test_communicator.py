@@ -167,3 +167,26 @@ def test_peer_killed_is_reported_within_10_s_naming_it(pki, parties):
     text = str(info.value)
     assert f"peer 'follower' (127.0.0.1:{fp}) is gone: no sign of life" in text, text
     assert f"nothing listens on 127.0.0.1:{fp}" in text and "--resume" in text, text
+
+
+@pytest.mark.timeout(90)
+def test_send_to_a_killed_peer_gives_up_within_10_s_when_asked(pki, parties):
+    """Before: a send to a SIGKILLed peer retried for its whole send_deadline (120 s in the
+    examples). With give_up_when_gone (what the training protocol uses) it fails within the
+    liveness timeout; without it, it keeps retrying (a restarted receiver gets it exactly once)."""
+    from mindspore_federated import SSLConfig, ServerConfig, VerticalFederatedCommunicator
+
+    lp, fp = free_port(), free_port()
+    follower = parties(_spec("follower", fp, {"leader": lp}, pki, [("send", "leader", 1, 0, 0), ("hold", 120)]))
+    me, peer = ServerConfig("leader", f"127.0.0.1:{lp}"), ServerConfig("follower", f"127.0.0.1:{fp}")
+    with VerticalFederatedCommunicator(me, peer, True, SSLConfig(**ssl_kwargs(pki, "leader")),
+                                       send_deadline=60.0) as leader:
+        leader.receive("follower", timeout=60)
+        time.sleep(1.0)
+        killed = time.monotonic()
+        follower.stop()  # SIGKILL: no goodbye
+        with pytest.raises(ConnectionError) as info:
+            leader.send_tensors("follower", make_message(2, 0), give_up_when_gone=True)
+        assert time.monotonic() - killed < 10, str(info.value)
+    text = str(info.value)
+    assert "follower" in text and "is gone: no sign of life" in text and "--resume" in text, text

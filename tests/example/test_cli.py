@@ -58,7 +58,7 @@ def test_run_configuration_errors_name_the_file_and_key(tmp_path, capsys):
 def test_mode_is_the_model_scale_as_in_the_original(caplog):
     from src.utils import config_from_args
     args = run_pangu_train_leader.parse_args(["--synthetic", "--mode", "350M", "--run_config", "none"])
-    assert args.mode == "350M" and args.exec_mode == "pynative"
+    assert args.mode == "350M" and args.exec_mode == "graph"
     assert config_from_args(args).hidden_size == 1280
     args = run_pangu_train_leader.parse_args(["--synthetic", "--mode", "self_define", "--num_layers", "3",
                                               "--embedding_size", "64", "--num_heads", "4", "--seq_length", "16"])

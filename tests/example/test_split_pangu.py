@@ -463,3 +463,15 @@ def test_split_point_mismatch_fails_fast_on_both_sides(pki, tmp_path):
     assert rc_l != 0 and rc_f != 0
     for out in (out_l, out_f):
         assert "leader_layers: ours" in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_graph_mode_local_split_matches_centralised(runs, tmp_path):
+    """GRAPH_MODE parties (compiled backward + optimizer, fused head forward+backward) compute
+    the same training as the centralised PyNative run of the fixture."""
+    old_mode = ms.get_context("mode")
+    try:
+        split = run_local(_local_args(tmp_path, "--exec_mode", "graph", "--eval_steps", "1"))
+    finally:
+        ms.set_context(mode=old_mode)
+    assert _rel(split["losses"], runs["central"]["losses"]) <= 1e-5

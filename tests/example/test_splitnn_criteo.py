@@ -82,6 +82,33 @@ def test_main_command_joins_and_trains(tmp_path):
     assert "mutual TLS" in log
     assert re.search(r"epoch 0 auc: 0\.\d+", log), log[-3000:]
     assert (tmp_path / "work" / "checkpoints").is_dir()
+    _check_handshake_refuses_different_settings(tmp_path / "work" / "joined")
+
+
+def _check_handshake_refuses_different_settings(joined):
+    """The two-process training programs on the joined data, the follower with another --emb_dim:
+    both stop at the handshake (exit 1), and each log names the setting with both values."""
+    import socket
+
+    socks = [socket.socket() for _ in range(2)]
+    for sock in socks:
+        sock.bind(("127.0.0.1", 0))
+    leader_port, follower_port = (sock.getsockname()[1] for sock in socks)
+    for sock in socks:
+        sock.close()
+    ckpt = ["--ckpt_path", str(joined.parent / "ckpt")]
+    follower = subprocess.Popen(
+        ["bash", str(EXAMPLE / "run_vfl_train_follower.sh"), f"127.0.0.1:{follower_port}",
+         f"127.0.0.1:{leader_port}", str(joined / "follower"), "--emb_dim", "8", *ckpt],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    leader = subprocess.run(["bash", str(EXAMPLE / "run_vfl_train_leader.sh"), f"127.0.0.1:{leader_port}",
+                             f"127.0.0.1:{follower_port}", str(joined / "leader"), *ckpt],
+                            capture_output=True, text=True, timeout=300)
+    follower_log = follower.communicate(timeout=120)[0]
+    assert leader.returncode == 1 and follower.returncode == 1, (leader.stderr[-3000:], follower_log[-3000:])
+    assert "leader ERROR: leader stopped: startup handshake failed" in leader.stderr
+    assert "emb_dim: ours 16, peer 8" in leader.stderr
+    assert "emb_dim: ours 8, peer 16" in follower_log
 
 
 @pytest.mark.slow

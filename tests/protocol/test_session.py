@@ -170,8 +170,8 @@ def test_abort_over_a_communicator_also_says_goodbye_at_the_transport():
         def __init__(self):
             self.sent, self.goodbyes = [], []
 
-        def send_tensors(self, target, msg):
-            self.sent.append((target, msg))
+        def send_tensors(self, target, msg, **options):
+            self.sent.append((target, msg, options))
 
         def goodbye(self, reason, target_server_name=None):
             self.goodbyes.append((reason, target_server_name))

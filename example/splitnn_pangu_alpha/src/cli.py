@@ -86,9 +86,10 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                         f"--num_layers, --embedding_size, --num_heads. (--config is an alias.) The values "
                         f"pynative/graph of earlier versions still select --exec_mode, with a warning")
     parser.set_defaults(legacy_exec_mode=False)
-    g.add_argument("--exec_mode", default="pynative", choices=EXEC_MODES,
-                   help="MindSpore execution mode (default pynative: with --jit_forward it is the fastest on "
-                        "CPU, and the split programs need it to reuse forward passes)")
+    g.add_argument("--exec_mode", default="graph", choices=EXEC_MODES,
+                   help="MindSpore execution mode (default graph: each party's backward and optimizer are "
+                        "compiled graphs, the fastest on CPU, see the README's Performance; pynative reuses "
+                        "the forward passes' autodiff tapes instead)")
     g.add_argument("--run_type", default="train", choices=["train", "predict"],
                    help="only 'train' is implemented (the original's flag)")
     g.add_argument("--device_target", default="CPU", help="MindSpore device target (default CPU)")

@@ -183,6 +183,32 @@ def config_fingerprint(config: PanguAlphaConfig, unknown: Sequence[str] = ()) ->
 # ----------------------------------------------------------------------------------------------
 # optimizer
 # ----------------------------------------------------------------------------------------------
+class _GraphPending(nn.Cell):
+    """GRAPH_MODE: the unscaled gradients, squared norm and overflow flag between the two halves
+    of a step, as Parameters, so that FLModel's compiled backward can store them (kept outside
+    the optimizer's Cell tree: they are not part of its checkpointed state)."""
+
+    def __init__(self, params: Sequence[Parameter]) -> None:
+        super().__init__(auto_prefix=False)
+        self.grads = ms.ParameterTuple([Parameter(ops.zeros_like(p), name=f"pending_grad.{p.name}",
+                                                  requires_grad=False) for p in params])
+        self.sq_norm = Parameter(Tensor(np.zeros((), np.float32)), name="pending_sq_norm", requires_grad=False)
+        self.overflow = Parameter(Tensor(np.zeros((), np.bool_)), name="pending_overflow", requires_grad=False)
+        self.fresh = Parameter(Tensor(np.zeros((), np.bool_)), name="pending_fresh", requires_grad=False)
+
+
+class _GraphStep(nn.Cell):
+    """GRAPH_MODE: the second half of a step on the stored gradients."""
+
+    def __init__(self, optimizer: PanguOptimizer, pending: _GraphPending) -> None:
+        super().__init__(auto_prefix=False)
+        self.optimizer = optimizer
+        self.pending = pending
+
+    def construct(self, global_norm: Tensor, overflow: Tensor) -> Tensor:
+        return self.optimizer(self.pending.grads, global_norm, overflow)
+
+
 class PanguAlphaAdam(nn.Cell):
     """One party's PanGu-alpha optimizer (FP32-state AdamWeightDecay, weight-decay groups,
     warmup+cosine LR, dynamic loss scale with overflow skip, global-norm clip), split in two halves
@@ -221,6 +247,9 @@ class PanguAlphaAdam(nn.Cell):
                                         weight_decay=config.weight_decay, loss_scale=config.loss_scale,
                                         loss_scale_window=config.loss_scale_window, clip_norm=config.clip_norm)
         self.parameters = self.optimizer.parameters
+        graph = ms.get_context("mode") == ms.GRAPH_MODE
+        object.__setattr__(self, "_graph", _GraphPending(params) if graph else None)
+        object.__setattr__(self, "_graph_step", _GraphStep(self.optimizer, self._graph) if graph else None)
         object.__setattr__(self, "_pending", None)
         object.__setattr__(self, "sq_norm", None)
         object.__setattr__(self, "overflow", None)
@@ -247,6 +276,9 @@ class PanguAlphaAdam(nn.Cell):
         grads = tuple(grads)
         if len(grads) != len(self.parameters):
             raise ValueError(f"apply_gradients: got {len(grads)} gradients for {len(self.parameters)} parameters")
+        if self._graph is not None:
+            nn.Cell.__call__(self, ms.mutable(grads))  # construct: one graph, not one op per tensor
+            return
         scale = ops.cast(self.optimizer.get_loss_scale(), mstype.float32) * 1.0
         unscaled, sq_norm, overflow = local_grad_stats(grads, scale)
         object.__setattr__(self, "_pending", unscaled)
@@ -255,17 +287,28 @@ class PanguAlphaAdam(nn.Cell):
 
     def local_scalars(self) -> Tuple[float, bool]:
         """(squared norm, overflow) of the pending gradients, as Python numbers."""
-        if self._pending is None:
+        if not self._has_pending():
             raise RuntimeError("local_scalars: no gradients pending (apply_gradients was not called this step)")
+        if self._graph is not None:
+            return float(self._graph.sq_norm.asnumpy()), bool(self._graph.overflow.asnumpy())
         return float(self.sq_norm.asnumpy()), bool(self.overflow.asnumpy())
+
+    def _has_pending(self) -> bool:
+        if self._graph is not None:
+            return bool(self._graph.fresh.asnumpy())
+        return self._pending is not None
 
     # ---- second half: the agreed decision
     def step(self, global_norm: Any, overflow: Any) -> None:
         """Clip with the global norm, AdamWeightDecay unless overflow, loss-scale update."""
-        if self._pending is None:
+        if not self._has_pending():
             raise RuntimeError("step: no gradients pending; apply_gradients must run first in each step")
         norm = Tensor(np.asarray(global_norm, np.float32).reshape(()))
         flag = Tensor(np.asarray(bool(np.asarray(overflow).reshape(-1)[0]) if np.ndim(overflow) else bool(overflow)))
+        if self._graph is not None:
+            self._graph_step(norm, flag)
+            self._graph.fresh.set_data(Tensor(np.zeros((), np.bool_)))
+            return
         # mutable: in graph mode a plain tuple of tensors would be a compile-time constant
         # (one recompilation per step)
         self.optimizer(ms.mutable(tuple(self._pending)), norm, flag)
@@ -303,5 +346,14 @@ class PanguAlphaAdam(nn.Cell):
         _, weight_grads = vjp_fn(tuple(sens_list) if isinstance(outputs, (tuple, list)) else sens_list[0])
         self.apply_gradients(weight_grads)
 
-    def construct(self, *args: Any) -> None:  # pragma: no cover - never run as a graph
-        raise RuntimeError("PanguAlphaAdam is driven by FLModel (apply_gradients / __call__), not as a graph")
+    def construct(self, grads: Tuple[Tensor, ...]) -> Tensor:
+        """GRAPH_MODE first half, run inside FLModel's compiled backward (or by apply_gradients):
+        unscale, local squared norm and overflow flag, stored until `step`."""
+        scale = ops.cast(self.optimizer.get_loss_scale(), mstype.float32) * 1.0
+        unscaled, sq_norm, overflow = local_grad_stats(grads, scale)
+        pending = self._graph
+        for i in range(len(unscaled)):
+            ops.assign(pending.grads[i], unscaled[i])
+        ops.assign(pending.sq_norm, sq_norm)
+        ops.assign(pending.overflow, overflow)
+        return ops.assign(pending.fresh, ops.ones((), mstype.bool_))

@@ -28,6 +28,8 @@ from mindspore import Tensor
 from mindspore_federated import FLModel, FLYamlData
 from mindspore_federated.communication.compression import configs_of
 from mindspore_federated.privacy import EmbeddingDP
+from mindspore_federated.trainer.data_parallel import (DataParallelHandler, RankGroup, RootRelayChannel,
+                                                       launched_by_msrun)
 from mindspore_federated.protocol import (CommunicatorChannel, FLModelFollower, FLModelLeader, FollowerLoop,
                                           GradientStats, LocalChannel, Message, PeerAborted, PeerSession,
                                           ProtocolError)
@@ -240,8 +242,9 @@ class FollowerParty(FLModelFollower):
     """
 
     def __init__(self, config: PanguAlphaConfig, channel: Any, checkpoint_dir: Optional[str] = None,
-                 compress: str = "none") -> None:
+                 compress: str = "none", group: Optional[RankGroup] = None) -> None:
         super().__init__(checkpoint_dir=checkpoint_dir)
+        self.group = group  # an msrun job's RankGroup: this rank computes on its slice of each batch
         self.config = config
         self.net = BackboneLossNet(config)
         self.net.set_train(True)
@@ -286,7 +289,8 @@ class FollowerParty(FLModelFollower):
             if self.model.global_step != self._start_step:
                 raise ValueError(f"{self._resume_file}: holds global_step {self.model.global_step}, "
                                  f"its name says {self._start_step}")
-        self.loop = FollowerLoop(self.session, self, self.global_step)
+        handler = self if self.group is None else DataParallelHandler(self, self.group)
+        self.loop = FollowerLoop(self.session, handler, self.global_step)
 
     def serve_one(self, timeout: Optional[float] = None) -> bool:
         """Handle the next message from the leader; False when the leader says training is done."""
@@ -566,18 +570,33 @@ def run_leader(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
-    """Party B as its own process: no data, only activations and gradients from the leader."""
+    """Party B as its own process: no data, only activations and gradients from the leader.
+
+    Under msrun it is a data-parallel job (`mindspore_federated.trainer.data_parallel`): every
+    worker computes on its slice of the leader's batch, rank 0 talks to the leader for all."""
     from .utils import config_from_args, setup_logging  # pylint: disable=import-outside-toplevel
     setup_logging()
-    add_log_file(args.log_file)
     set_context(args)
+    # first: under msrun this process may be the scheduler, which stops in there
+    group = RankGroup() if launched_by_msrun() else None
+    root = group is None or group.is_root
+    if root:
+        add_log_file(args.log_file)  # the other ranks log to msrun's worker_<rank>.log
     config = config_from_args(args)
+    if group is not None:
+        if config.batch_size % group.size:
+            raise ValueError(f"batch size {config.batch_size} cannot be split over {group.size} msrun workers: "
+                             f"use a batch size divisible by --worker_num")
+        logger.info("follower rank %d of %d: %d of the leader's %d samples per step%s", group.rank, group.size,
+                    config.batch_size // group.size, config.batch_size, ", talks to the leader" if root else "")
     unknown = ("eod_id",) + (() if args.vocab_size else ("vocab_size",))
     settings = config_fingerprint(config, unknown=unknown)
     directory = args.load_ckpt_path if (args.resume and args.load_ckpt_path) else checkpoint_dirs(args)[FOLLOWER]
     compress = getattr(args, "compress", "none")
-    follower = FollowerParty(config, None, directory, compress=compress)
-    channel = follower.channel = make_communicator(args, FOLLOWER, follower.wire_configs)
+    # every rank reads a --resume checkpoint; rank 0 alone writes them (the ranks' weights are equal)
+    follower = FollowerParty(config, None, directory if root else None, compress=compress, group=group)
+    comm = make_communicator(args, FOLLOWER, follower.wire_configs) if root else None
+    channel = follower.channel = RootRelayChannel(comm, group) if group is not None else comm
     logger.info("wire: --compress %s; B sends %s", compress, describe_wire(follower.wire_configs))
     try:
         if args.resume:
