@@ -1,8 +1,10 @@
 """Split PanGu-alpha (issue 5): split training == centralised training, step for step.
 
 Default suite: the one-process split run against train_centralized.run (30 steps, tiny, dropout 0),
-the same with the split point moved (party A keeps block 0: --leader_layers 1), in-process resume, the protocol checks, bad input, and ONE two-process run over mutual TLS.
-Slow: two-process resume after stopping both, a follower restarted mid-run.
+the same with the split point moved (party A keeps block 0: --leader_layers 1), in-process resume,
+the protocol checks, bad input, and ONE two-process run over mutual TLS.
+Slow: two-process resume after stopping both, a follower restarted mid-run, the split point across
+two processes and its mismatch, graph mode.
 """
 from __future__ import annotations
 
