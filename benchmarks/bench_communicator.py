@@ -21,26 +21,19 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _peers import free_port as _free_port, ssl_config, write_pki  # noqa: E402  (benchmarks/ is on sys.path)
 
 BARE_METHOD = "/bench.Bare/Stream"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ssl(pki: str, name: str):
-    from mindspore_federated import SSLConfig
-    return SSLConfig("bench", "bench", f"{pki}/{name}_server.p12", f"{pki}/{name}_client.p12", f"{pki}/ca.pem")
+    return ssl_config(pki, name, "bench")
 
 
 def _receiver(pki: str, ports: dict, chunk: int, ready) -> None:
@@ -101,14 +94,10 @@ def main() -> None:
     from mindspore_federated import ServerConfig, VerticalFederatedCommunicator
     from mindspore_federated.communication import codec
     from mindspore_federated.communication.tls import load_tls_material
-    from mindspore_federated.tools import gen_certs
     import numpy as np
 
     with tempfile.TemporaryDirectory() as pki:
-        ca = gen_certs.generate_ca()
-        gen_certs.write_ca(pki, ca, "bench")
-        for name in ("leader", "follower"):
-            gen_certs.generate_party_certs(pki, name, ca, "bench", ips=["127.0.0.1"])
+        write_pki(pki, "bench")
         ports = {"leader": _free_port(), "follower": _free_port(), "bare": _free_port()}
         ctx = mp.get_context("spawn")
         ready = ctx.Event()

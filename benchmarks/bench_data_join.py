@@ -27,14 +27,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from _peers import free_port as _free_port, write_pki  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def _write_inputs(folder: str, count: int, overlap: float) -> None:
@@ -154,15 +147,10 @@ def main() -> None:
         _party(args)
         return
 
-    from mindspore_federated.tools import gen_certs as g
-
     with tempfile.TemporaryDirectory(prefix="bench_data_join_") as folder:
         args.folder = folder
         _write_inputs(folder, args.ids, args.overlap)
-        ca = g.generate_ca()
-        g.write_ca(os.path.join(folder, "pki"), ca, "pw")
-        for name in ("leader", "follower"):
-            g.generate_party_certs(os.path.join(folder, "pki"), name, ca, "pw", ips=["127.0.0.1"])
+        write_pki(os.path.join(folder, "pki"), "pw")
         print(f"{args.ids:,} ids per party, {args.overlap:.0%} shared, bucket_num {args.bucket_num}, "
               f"thread_num {args.thread_num}, {os.cpu_count()} CPUs, mutual TLS on loopback\n")
         rows = []

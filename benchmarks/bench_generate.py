@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,17 +34,13 @@ EXAMPLE = ROOT / "example" / "splitnn_pangu_alpha"
 sys.path.insert(0, str(EXAMPLE))
 PASSWORD = "bench-generate-pw"
 
+from _peers import free_port as _free_port, write_pki  # noqa: E402  (benchmarks/ is on sys.path)
+
 import mindspore_federated  # noqa: E402,F401  (before mindspore: protobuf backend)
 import numpy as np  # noqa: E402
 import mindspore as ms  # noqa: E402
 
 from mindspore_federated.communication import codec  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -98,17 +93,13 @@ def _tls_flags(pki: Path, name: str) -> List[str]:
 
 
 def _two_process_rates(args: argparse.Namespace, config: Any, run_dir: str, prompt: List[int], tmp: str) -> Dict:
-    from mindspore_federated.tools import gen_certs as g
     import run_pangu_train_leader
     from src.predict import LeaderModel
     from src.split_generate import RemoteBlocks
     from src.split_train import LEADER, make_communicator
     from mindspore_federated.inference import InferenceClient
     pki = Path(tmp) / "pki"
-    ca = g.generate_ca()
-    g.write_ca(pki, ca, PASSWORD)
-    for name in ("leader", "follower"):
-        g.generate_party_certs(pki, name, ca, PASSWORD, ips=["127.0.0.1"])
+    write_pki(pki, PASSWORD)
     pl, pf = _free_port(), _free_port()
     model = ["--config", args.config, "--vocab_size", str(config.vocab_size), "--seq_length", str(config.seq_length),
              "--run_type", "predict", "--load_ckpt_path", run_dir]

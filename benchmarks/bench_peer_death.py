@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -22,17 +21,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from _peers import free_port as _free_port, ssl_config, write_pki  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def _ssl(pki: str, name: str):
-    from mindspore_federated import SSLConfig
-    return SSLConfig("bench", "bench", f"{pki}/{name}_server.p12", f"{pki}/{name}_client.p12", f"{pki}/ca.pem")
+    return ssl_config(pki, name, "bench")
 
 
 def _peer(pki: str, ports: dict, timeout: float, commands) -> None:
@@ -89,14 +82,9 @@ def main() -> None:
     parser.add_argument("--liveness-timeout", type=float, default=6.0,
                         help="the communicators' liveness_timeout (s); default as in the library")
     args = parser.parse_args()
-    from mindspore_federated.tools import gen_certs
-
     load = os.getloadavg()
     with tempfile.TemporaryDirectory() as pki:
-        ca = gen_certs.generate_ca()
-        gen_certs.write_ca(pki, ca, "bench")
-        for name in ("leader", "follower"):
-            gen_certs.generate_party_certs(pki, name, ca, "bench", ips=["127.0.0.1"])
+        write_pki(pki, "bench")
         results = {how: [_trial(pki, args.liveness_timeout, how) for _ in range(args.trials)]
                    for how in ("kill", "goodbye")}
     print(f"\nliveness_timeout {args.liveness_timeout:g} s, {args.trials} trials, load average "

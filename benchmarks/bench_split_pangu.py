@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from _timing import steps_per_second  # benchmarks/ is on sys.path when run as a script
+from _peers import free_port as _free_port, write_pki  # benchmarks/ is on sys.path when run as a script
+from _timing import steps_per_second
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example" / "splitnn_pangu_alpha"
@@ -108,19 +108,9 @@ def worker_split_local(args: argparse.Namespace, out: str, mode: str) -> dict:
             "min_bytes": minimum}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def run_split_tls(args: argparse.Namespace, tmp: str, mode: str) -> dict:
-    from mindspore_federated.tools import gen_certs as g
     pki = Path(tmp) / "pki"
-    ca = g.generate_ca()
-    g.write_ca(pki, ca, PASSWORD)
-    for name in ("leader", "follower"):
-        g.generate_party_certs(pki, name, ca, PASSWORD, ips=["127.0.0.1"])
+    write_pki(pki, PASSWORD)
     pl, pf = _free_port(), _free_port()
 
     def tls(name: str) -> List[str]:
