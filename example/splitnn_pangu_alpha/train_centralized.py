@@ -32,6 +32,7 @@ from src.lr_schedule import default_warmup_steps, lr_at  # noqa: E402
 from src.optim import PanguOptimizer, PanguTrainOneStepCell  # noqa: E402
 from src.pangu_alpha import PanguAlphaWithLoss, count_parameters  # noqa: E402
 from src.pangu_alpha_config import PanguAlphaConfig  # noqa: E402
+from src.split_pangu_alpha import norm_groups  # noqa: E402
 from src.predict_args import add_predict_args  # noqa: E402
 from src.utils import (LossLog, add_training_args, config_from_args, latest_checkpoint,  # noqa: E402
                        setup_logging, step_log_line, synthetic_batch)
@@ -153,7 +154,8 @@ def build_training(config: PanguAlphaConfig, total_steps: int, warmup_steps: Opt
                                warmup_steps=warmup, decay_steps=decay, weight_decay=config.weight_decay,
                                loss_scale=config.loss_scale, loss_scale_window=config.loss_scale_window,
                                clip_norm=config.clip_norm)
-    train_cell = PanguTrainOneStepCell(network, optimizer)
+    # the split's summation order of the squared gradient norms: bit-identical loss curves
+    train_cell = PanguTrainOneStepCell(network, optimizer, norm_groups=norm_groups(config))
     train_cell.set_train(True)
     return network, optimizer, train_cell, warmup
 

@@ -30,13 +30,14 @@ from mindspore import nn, ops, Parameter, Tensor
 from mindspore.common import dtype as mstype
 
 from .optim import PanguOptimizer, local_grad_stats
-from .pangu_alpha import MaskedCrossEntropy, PanguAlphaBackbone, PanguAlphaHead, jit_forward, split_input_ids
+from .pangu_alpha import (MaskedCrossEntropy, PanguAlphaBackbone, PanguAlphaHead, jit_forward, parameter_shapes,
+                          split_input_ids)
 from .pangu_alpha_config import PanguAlphaConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["EmbeddingLossNet", "BackboneLossNet", "HeadLossNet", "HeadEvalNet", "PanguAlphaAdam",
-           "PerplexityMetric", "YAML_DIR", "yaml_path", "config_fingerprint", "FINGERPRINT_FIELDS"]
+           "PerplexityMetric", "YAML_DIR", "yaml_path", "config_fingerprint", "FINGERPRINT_FIELDS", "norm_groups"]
 
 YAML_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "yaml")
 
@@ -178,6 +179,23 @@ def config_fingerprint(config: PanguAlphaConfig, unknown: Sequence[str] = ()) ->
     told the vocabulary size or the EOD id (its blocks do not depend on them).
     """
     return {name: None if name in unknown else getattr(config, name) for name in FINGERPRINT_FIELDS}
+
+
+def norm_groups(config: PanguAlphaConfig) -> List[List[str]]:
+    """Parameter names of the split's optimizers, in the order the decision adds their squared
+    gradient norms: A's head, A's embedding (with its `leader_layers` blocks), B's blocks.
+
+    Centralised training given these (`PanguTrainOneStepCell(norm_groups=...)`) rounds the global
+    norm exactly like the split run, so the two loss curves stay bit-identical.
+    """
+    def blocks(first: int, last: int) -> List[str]:
+        return [name for i in range(first, last)
+                for name in parameter_shapes(config, ("blocks",)) if name.startswith(f"backbone.blocks.{i}.")]
+
+    k = int(config.leader_layers)
+    return [list(parameter_shapes(config, ("top",))),
+            list(parameter_shapes(config, ("embedding",))) + blocks(0, k),
+            blocks(k, config.num_blocks)]
 
 
 # ----------------------------------------------------------------------------------------------
