@@ -248,7 +248,7 @@ def test_sessions_are_bounded_freed_and_expire(run_dir):
     with pytest.raises(ServerFull, match="all 2 sessions are in use"):
         RemoteBlocks(client, CFG)
     state = service.sessions.get(("leader", first.session.session))
-    cache = weakref.ref(state.k)
+    cache = weakref.ref(state.k[0])
     first.close()
     gc.collect()
     assert cache() is None and service.sessions.stats()["bytes"] == per_session

@@ -16,13 +16,16 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 
 import numpy as np
-from mindspore import nn, ops, Tensor
+from mindspore import mutable, nn, Tensor
 
 from .pangu_alpha import attention_bias, jit_forward
 from .pangu_alpha_config import PanguAlphaConfig
 
 __all__ = ["BlocksDecoder", "TopDecoder", "BlocksSession", "ChainedBlocks", "SequenceTooLong", "pad_rows", "pad_mask",
            "slot_vector", "cache_bytes"]
+
+
+Caches = Tuple[Tensor, ...]
 
 
 class SequenceTooLong(ValueError):
@@ -69,7 +72,7 @@ class _BlocksPrefill(nn.Cell):
             hidden, k, v = self.blocks[i].forward_kv(hidden, bias)
             keys += (k,)
             values += (v,)
-        return hidden, ops.stack(keys), ops.stack(values)
+        return hidden, keys, values
 
 
 class _BlocksStep(nn.Cell):
@@ -78,14 +81,15 @@ class _BlocksStep(nn.Cell):
         self.blocks = blocks
         self.count = len(blocks)
 
-    def construct(self, hidden: Tensor, mask_row: Tensor, k_cache: Tensor, v_cache: Tensor, slot: Tensor):
+    def construct(self, hidden: Tensor, mask_row: Tensor, k_cache: Tuple[Tensor, ...], v_cache: Tuple[Tensor, ...],
+                  slot: Tensor):
         bias = attention_bias(mask_row)
         keys, values = (), ()
         for i in range(self.count):
             hidden, k, v = self.blocks[i].step_kv(hidden, bias, k_cache[i], v_cache[i], slot)
             keys += (k,)
             values += (v,)
-        return hidden, ops.stack(keys), ops.stack(values)
+        return hidden, keys, values
 
 
 class BlocksDecoder:
@@ -103,18 +107,22 @@ class BlocksDecoder:
         self._prefill.set_train(False)
         self._step.set_train(False)
 
-    def prefill(self, hidden: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Tensor, Tensor]:
-        """hidden [B,n,H], mask [B,n,n] -> (hidden [B,n,H], key cache, value cache)."""
+    def prefill(self, hidden: np.ndarray, mask: np.ndarray) -> Tuple[np.ndarray, Caches, Caches]:
+        """hidden [B,n,H], mask [B,n,n] -> (hidden [B,n,H], key caches, value caches: one [B,nh,S,d] a layer).
+
+        The caches travel as tuples of per-layer tensors: stacking them into one tensor (and slicing
+        it again in the next step) costs more than the step's own compute on CPU."""
         s, n = self.config.seq_length, hidden.shape[1]
         out, k, v = self._prefill(Tensor(pad_rows(hidden, s)), Tensor(pad_mask(mask, s)))
         return out.asnumpy()[:, :n], k, v
 
-    def step(self, hidden: np.ndarray, mask_row: np.ndarray, k: Tensor, v: Tensor,
-             position: int) -> Tuple[np.ndarray, Tensor, Tensor]:
+    def step(self, hidden: np.ndarray, mask_row: np.ndarray, k: Caches, v: Caches,
+             position: int) -> Tuple[np.ndarray, Caches, Caches]:
         """hidden [B,1,H] of column `position`, mask_row [B,1,position+1] -> (hidden, caches)."""
         s = self.config.seq_length
-        out, k, v = self._step(Tensor(np.asarray(hidden, np.float32)), Tensor(pad_mask(mask_row, s)), k, v,
-                               slot_vector(position, s))
+        # mutable: a tuple argument is otherwise a constant of the compiled graph (a new one every step)
+        out, k, v = self._step(Tensor(np.asarray(hidden, np.float32)), Tensor(pad_mask(mask_row, s)), mutable(k),
+                               mutable(v), slot_vector(position, s))
         return out.asnumpy(), k, v
 
 
@@ -129,12 +137,12 @@ class BlocksSession:
     def __init__(self, decoder: BlocksDecoder) -> None:
         self.decoder = decoder
         self.length = 0
-        self.k: Optional[Tensor] = None
-        self.v: Optional[Tensor] = None
+        self.k: Optional[Caches] = None
+        self.v: Optional[Caches] = None
 
     @property
     def nbytes(self) -> int:
-        return 0 if self.k is None else int(self.k.nbytes + self.v.nbytes)
+        return 0 if self.k is None else int(sum(t.nbytes for t in self.k + self.v))
 
     def check(self, hidden_shape: Tuple[int, ...], mask_shape: Tuple[int, ...], start: int) -> None:
         """Validate a request before any work is done (the service calls it on untrusted input)."""
