@@ -15,7 +15,7 @@ loss mask see every document boundary; see preprocess.py for why ModelZoo's defa
 Training scripts call :func:`prepare` and use the returned paths::
 
     from prepare_data import prepare
-    paths = prepare("data", seq_length=129, vocab_size=8000)
+    paths = prepare("data", seq_length=129, vocab_size=4000)
     train = create_dataset(paths["train_data"], batch_size=8)      # vocab: paths["vocab_size"]
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _txt_files(directory: str) -> List[str]:
     return sorted(os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(".txt"))
 
 
-def prepare(data_dir: str = DEFAULT_DATA_DIR, seq_length: int = 129, vocab_size: int = 8000,
+def prepare(data_dir: str = DEFAULT_DATA_DIR, seq_length: int = 129, vocab_size: int = 4000,
             vocab_model: Optional[str] = None, force: bool = False, max_chars: Optional[int] = None,
             train_glob: Optional[str] = None, eval_glob: Optional[str] = None, eot: int = EOD_ID,
             num_workers: int = 2, file_partition: int = 1) -> Dict[str, object]:
@@ -188,7 +188,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--data_dir", default=DEFAULT_DATA_DIR, help="output root (default ./data)")
     parser.add_argument("--seq_length", type=int, default=129,
                         help="record length = model seq_length + 1 (default 129: the small config)")
-    parser.add_argument("--vocab_size", type=int, default=8000, help="SentencePiece pieces to train")
+    parser.add_argument("--vocab_size", type=int, default=4000, help="SentencePiece pieces to train")
     parser.add_argument("--vocab_model", default=None, help="use this SentencePiece model instead")
     parser.add_argument("--train_glob", default=None, help="your own training text (replaces the corpus)")
     parser.add_argument("--eval_glob", default=None, help="your own evaluation text")

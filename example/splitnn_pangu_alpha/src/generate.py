@@ -18,7 +18,7 @@ import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from mindspore import Tensor
@@ -45,6 +45,7 @@ class GenerateOptions:
     end_token: int = 9
     use_past: bool = True
     seed: int = 1
+    banned_ids: Tuple[int, ...] = ()   # never chosen (the showcase: byte-fallback pieces)
 
     def __post_init__(self) -> None:
         if self.top_k_num < 1:
@@ -74,6 +75,8 @@ def choose_token(logits: np.ndarray, counts: np.ndarray, options: GenerateOption
     """The next token from the logits [V] of the last position, given the counts of generated tokens."""
     scores = _log_softmax(np.asarray(logits).reshape(-1))
     scores = scores - counts * options.frequency_penalty - (counts > 0) * options.presence_penalty
+    if options.banned_ids:
+        scores[list(options.banned_ids)] = -np.inf
     if options.greedy:
         return int(np.argmax(scores))
     order = np.argsort(-scores, kind="stable")

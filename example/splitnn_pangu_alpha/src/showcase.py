@@ -45,10 +45,13 @@ def unigram_perplexity(train_url: str, eval_url: str, config: PanguAlphaConfig) 
 
 
 def eval_prompts(eval_url: str, config: PanguAlphaConfig, count: int = 3, length: int = 8) -> List[List[int]]:
-    """The first `length` ids of the first `count` eval documents that start inside a record."""
+    """The first `length` ids of the first `count` eval documents that start inside a record.
+
+    Records are consecutive chunks of the token stream: only the first record begins with a
+    document; in the others a document starts after an EOD."""
     prompts: List[List[int]] = []
-    for row in _records(eval_url, config, limit=200):
-        starts = [0] + [i + 1 for i in np.nonzero(row == config.eod_id)[0]]
+    for index, row in enumerate(_records(eval_url, config, limit=200)):
+        starts = ([0] if index == 0 else []) + [i + 1 for i in np.nonzero(row == config.eod_id)[0]]
         for start in starts:
             piece = row[start:start + length]
             if len(piece) == length and config.eod_id not in piece and config.eot_id not in piece:
@@ -79,15 +82,17 @@ def show_model(args: argparse.Namespace, config: PanguAlphaConfig, split: Dict[s
     tokenizer = JIEBATokenizer(args.vocab_model)
     # the original example's sampling defaults: top-3 with frequency and presence penalties (a small,
     # briefly trained model repeats its most frequent tokens under greedy choice); the same seed in
-    # both layouts, so equal logits give equal texts
+    # both layouts, so equal logits give equal texts. Byte-fallback pieces are not sampled: a few
+    # minutes of training teach the model that bytes are frequent, not how they spell a character,
+    # so it would print random rare characters.
     options = GenerateOptions(top_k_num=3, frequency_penalty=1.5, presence_penalty=0.3, max_generate_length=max_new,
-                              end_token=config.eot_id, seed=args.seed)
+                              end_token=config.eot_id, seed=args.seed, banned_ids=tuple(tokenizer.byte_piece_ids()))
     gen_config = config.replace(dropout_rate=0.0, batch_size=1)
     generators = {"split": split_local_generator(gen_config, args.output_dir)[0]}
     if central is not None:
         generators["centralised"] = central_generator(gen_config, central_dir)[0]
     logger.info("== completions of the first tokens of eval documents by the split and the centralised model "
-                "(top-3 sampling, frequency penalty 1.5, presence penalty 0.3, seed %d) ==", args.seed)
+                "(top-3 sampling, frequency penalty 1.5, presence penalty 0.3, no byte pieces, seed %d) ==", args.seed)
     rows = []
     for prompt in eval_prompts(args.eval_data_url, config):
         row = {"prompt": tokenizer.decode(prompt)}

@@ -129,6 +129,10 @@ class JIEBATokenizer:
     def eot_id(self) -> int:
         return self._eot_id
 
+    def byte_piece_ids(self) -> List[int]:
+        """Ids of the byte-fallback pieces <0x00>..<0xFF> (rare characters spelt as UTF-8 bytes)."""
+        return [i for i in range(self.vocab_size) if self.sp.is_byte(i)]
+
     def tokenize(self, text: str) -> List[str]:
         """Text -> SentencePiece pieces."""
         return self.sp.encode(pre_tokenize(text), out_type=str)
