@@ -31,6 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_args(parser)
     add_split_args(parser, communicator=True)
     add_predict_args(parser, server=True)
+    g = parser.add_argument_group("pipeline stage (with --pipeline_stages N > 1)")
+    g.add_argument("--stage_index", type=int, default=0,
+                   help="which stage this process is, 0 to N-1 (default 0). Stage 0 talks to the leader; stage i > 0 "
+                        "is the party named follower<i+1> (follower2, ...; its certificates must carry that name) and "
+                        "its --remote_server_address is stage i-1's --http_server_address")
+    g.add_argument("--next_stage_address", default=None,
+                   help="ip:port of stage i+1 (its --http_server_address); every stage but the last needs it")
     parser.set_defaults(loss_scale=1024.0, http_server_address="127.0.0.1:10086",
                         remote_server_address="127.0.0.1:10087")
     return parser
@@ -60,6 +67,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
     from src.split_train import run_follower  # pylint: disable=import-outside-toplevel
     try:
+        if args.run_type == "predict" and args.pipeline_stages > 1:
+            raise ValueError("--run_type predict serves one follower process: --pipeline_stages is for training")
         if args.run_type == "predict":
             from src.predict import run_predict  # pylint: disable=import-outside-toplevel
             run_predict(args, "follower")

@@ -170,6 +170,10 @@ def add_split_args(parser: argparse.ArgumentParser, communicator: bool = True) -
                         "sends their output to party B instead of the bare embeddings (default 0: the original "
                         "split). Both parties must use the same K (checked at the handshake); see the README's "
                         "privacy section")
+    g.add_argument("--pipeline_stages", type=int, default=1,
+                   help="party B's blocks split over this many follower stages (a pipeline A -> B1 -> B2 ... -> A; "
+                        "default 1). The blocks after --leader_layers are divided as evenly as possible, the first "
+                        "stages taking one more. Every stage needs the same value; the leader does not need it")
     g.add_argument("--log_file", default=None, help="also write the log to this file (default: in the output folder)")
     g.add_argument("--peer_timeout", type=float, default=120.0,
                    help="seconds to wait for the peer at startup (handshake) and for a send to be accepted")
