@@ -1,10 +1,11 @@
 """Split PanGu-alpha (issue 5): split training == centralised training, step for step.
 
 Default suite: the one-process split run against train_centralized.run (30 steps, tiny, dropout 0),
-the same with the split point moved (party A keeps block 0: --leader_layers 1), in-process resume,
-the protocol checks, bad input, and ONE two-process run over mutual TLS.
+the same with the split point moved (party A keeps block 0: --leader_layers 1) and with party B as
+two pipeline stages (--pipeline_stages 2: A + B1 + B2), in-process resume, the protocol checks, bad
+input, and ONE two-process run over mutual TLS.
 Slow: two-process resume after stopping both, a follower restarted mid-run, the split point across
-two processes and its mismatch, graph mode.
+two processes and its mismatch, graph mode, the pipeline as three processes over mutual TLS.
 """
 from __future__ import annotations
 
@@ -50,9 +51,9 @@ def _rel(a, b) -> float:
 
 def _split_params(result) -> dict:
     """canonical name -> value of every sub-network parameter of a split run (A's two nets, B's)."""
-    leader, follower = result["leader"], result["follower"]
+    leader = result["leader"]
     out = {}
-    for net in (leader.embedding_net, leader.head_net, follower.net):
+    for net in (leader.embedding_net, leader.head_net, *(stage.net for stage in result["stages"])):
         for name, value in parameters_to_numpy(net).items():
             assert canonical_name(name) not in out, name
             out[canonical_name(name)] = value
@@ -69,12 +70,13 @@ def runs(tmp_path_factory):
     central = train_centralized.run(train_centralized.parse_args(
         COMMON + ["--synthetic", "--output_dir", str(root / "central"), "--save_ckpt_steps", str(STEPS)]))
     moved = run_local(_local_args(root / "split_k1", "--leader_layers", "1", "--save_ckpt_steps", "20"))
+    pipeline = run_local(_local_args(root / "pipeline", "--pipeline_stages", "2", "--save_ckpt_steps", "20"))
     ms.set_context(mode=old_mode)
-    return {"root": root, "split": split, "central": central, "split_k1": moved}
+    return {"root": root, "split": split, "central": central, "split_k1": moved, "pipeline": pipeline}
 
 
 # ------------------------------------------------------------------------------ exactness
-@pytest.mark.parametrize("layout", ["split", "split_k1"])
+@pytest.mark.parametrize("layout", ["split", "split_k1", "pipeline"])
 def test_local_split_losses_match_centralised(runs, layout):
     split, central = runs[layout]["losses"], runs["central"]["losses"]
     assert len(split) == len(central) == STEPS
@@ -95,6 +97,38 @@ def test_split_point_moves_block_0_to_party_a(runs):
         "backbone_loss_net_step_20.ckpt", "backbone_loss_net_step_30.ckpt"]
 
 
+def test_pipeline_equals_the_two_party_split(runs):
+    """A + B1 + B2 computes what A + B computes; each stage holds and checkpoints its own blocks, under
+    the whole model's names."""
+    np.testing.assert_allclose(runs["pipeline"]["losses"], runs["split"]["losses"], rtol=1e-5)
+    stages = runs["pipeline"]["stages"]
+    assert [(s.name, s.blocks) for s in stages] == [("follower", (0, 1)), ("follower2", (1, 2))]
+    assert [s.global_step for s in stages] == [STEPS, STEPS]
+    ckpt = runs["root"] / "pipeline" / "checkpoints"
+    for stage, block in (("follower", 0), ("follower2", 1)):
+        names = {canonical_name(k) for k in ms.load_checkpoint(str(ckpt / stage / "backbone_loss_net_step_30.ckpt"))
+                 if "backbone.blocks." in k}
+        assert names and {n.split(".")[2] for n in names} == {str(block)}, names
+    # B1 received only A's activations and the head's gradient, as the single follower does
+    assert stages[0].received_keys == {"embedding_table", "attention_mask", "output.hidden_states"}
+
+
+def test_pipeline_stage_split_and_mismatch():
+    from src.pangu_alpha_config import get_config
+    from src.split_pangu_alpha import stage_blocks, stage_fingerprint
+    config = get_config("tiny", num_layers=8)          # 7 blocks
+    assert [stage_blocks(config, 3, i) for i in range(3)] == [(0, 3), (3, 5), (5, 7)]
+    moved = get_config("tiny", num_layers=8, leader_layers=2)
+    assert [stage_blocks(moved, 2, i) for i in range(2)] == [(2, 5), (5, 7)]
+    with pytest.raises(ValueError, match=r"--pipeline_stages 8: party B's 7 transformer block\(s\).*allow 1 to 7"):
+        stage_blocks(config, 8, 0)
+    with pytest.raises(ValueError, match=r"--stage_index 3: stages are numbered 0 to 2"):
+        stage_blocks(config, 3, 3)
+    # stage 0 of 2 expects its next stage to hold blocks 4..6; a stage started as 2 of 3 holds 5..6
+    assert describe_settings_mismatch(stage_fingerprint(config, 2, 1), stage_fingerprint(config, 3, 2)) == \
+        "pipeline_stages: ours 2, peer 3; stage_blocks: ours 4-6, peer 5-6"
+
+
 def test_split_point_must_leave_party_b_a_block():
     from src.pangu_alpha_config import get_config
     with pytest.raises(ValueError, match=r"leader_layers=2: party A can keep 0 to 1 of the 2 ordinary blocks"):
@@ -103,7 +137,7 @@ def test_split_point_must_leave_party_b_a_block():
     assert describe_settings_mismatch(a, config_fingerprint(get_config("tiny"))) == "leader_layers: ours 1, peer 0"
 
 
-@pytest.mark.parametrize("layout", ["split", "split_k1"])
+@pytest.mark.parametrize("layout", ["split", "split_k1", "pipeline"])
 def test_local_split_parameters_match_centralised(runs, layout):
     ckpt = runs["central"]["checkpoint"]
     assert ckpt and ckpt.endswith(f"_step_{STEPS}.ckpt")
@@ -144,25 +178,28 @@ def test_checkpoints_log_and_lines(runs):
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
 
 
-@pytest.mark.parametrize("layout", ["split", "split_k1"])
+LAYOUT_FLAGS = {"split": [], "split_k1": ["--leader_layers", "1"], "pipeline": ["--pipeline_stages", "2"]}
+
+
+@pytest.mark.parametrize("layout", ["split", "split_k1", "pipeline"])
 def test_local_resume_equals_uninterrupted(runs, tmp_path, layout):
-    """Both parties restart from their step-20 checkpoints; steps 21..30 == the uninterrupted run."""
+    """Every party restarts from its step-20 checkpoints; steps 21..30 == the uninterrupted run."""
     src = runs["root"] / layout / "checkpoints"
-    for party in ("leader", "follower"):
+    parties = [("leader", n) for n in ("head_loss_net", "embedding_loss_net")] + [
+        (stage.name, "backbone_loss_net") for stage in runs[layout]["stages"]]
+    for party in sorted({p for p, _ in parties}):
         (tmp_path / "checkpoints" / party).mkdir(parents=True)
         for name in os.listdir(src / party):
             if name.endswith("_step_20.ckpt"):
                 shutil.copy(src / party / name, tmp_path / "checkpoints" / party)
-    extra = ["--leader_layers", "1"] if layout == "split_k1" else []
-    resumed = run_local(_local_args(tmp_path, "--save_ckpt_steps", "10", "--resume", *extra))
+    resumed = run_local(_local_args(tmp_path, "--save_ckpt_steps", "10", "--resume", *LAYOUT_FLAGS[layout]))
     assert resumed["final_step"] == STEPS
     np.testing.assert_array_equal(resumed["losses"], runs[layout]["losses"][20:])
     full, again = _split_params(runs[layout]), _split_params(resumed)
     for name in full:
         np.testing.assert_array_equal(again[name], full[name], err_msg=name)
     # optimizer state too: the saved step-30 checkpoints are identical
-    for party, name in (("leader", "head_loss_net"), ("leader", "embedding_loss_net"),
-                        ("follower", "backbone_loss_net")):
+    for party, name in parties:
         a = ms.load_checkpoint(str(src / party / f"{name}_step_30.ckpt"))
         b = ms.load_checkpoint(str(tmp_path / "checkpoints" / party / f"{name}_step_30.ckpt"))
         assert set(a) == set(b)
