@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
-    from src.split_train import run_follower  # pylint: disable=import-outside-toplevel
+    from src.split_train import run_follower, stage_name  # pylint: disable=import-outside-toplevel
     try:
         if args.run_type == "predict" and args.pipeline_stages > 1:
             raise ValueError("--run_type predict serves one follower process: --pipeline_stages is for training")
@@ -77,8 +77,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, ConnectionError, TimeoutError, RuntimeError) as err:
         hint = ""
         if isinstance(err, (ConnectionError, TimeoutError)) and "--resume" not in str(err):
-            hint = " -- once both parties can run again, restart both with --resume"
-        logger.error("follower stopped: %s%s", err, hint)
+            hint = (" -- once both parties can run again, restart both with --resume" if args.pipeline_stages == 1
+                    else " -- once every party can run again, restart all with --resume")
+        logger.error("%s stopped: %s%s", stage_name(args.stage_index), err, hint)
         return 1
     return 0
 

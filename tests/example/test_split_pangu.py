@@ -260,7 +260,7 @@ def _pki(root: Path) -> Path:
     from mindspore_federated.tools import gen_certs as g
     ca = g.generate_ca()
     g.write_ca(root, ca, PASSWORD)
-    for name in ("leader", "follower"):
+    for name in ("leader", "follower", "follower2"):
         g.generate_party_certs(root, name, ca, PASSWORD, ips=["127.0.0.1"])
     return root
 
@@ -514,3 +514,69 @@ def test_graph_mode_local_split_matches_centralised(runs, tmp_path):
     finally:
         ms.set_context(mode=old_mode)
     assert _rel(split["losses"], runs["central"]["losses"]) <= 1e-5
+
+
+@pytest.mark.slow
+def test_pipeline_as_three_processes_over_mutual_tls(runs, pki, tmp_path):
+    """The leader (unchanged) + stage 0 (follower, relays) + stage 1 (follower2), three processes over
+    mutual TLS on loopback: the losses of the centralised run; each stage saves its own blocks."""
+    pl, p0, p1 = free_port(), free_port(), free_port()
+    out = tmp_path / "out"
+    common = [*COMMON, "--output_dir", str(out), "--peer_timeout", "60", "--save_ckpt_steps", str(STEPS)]
+    stage = [PYTHON, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), *common, "--pipeline_stages", "2"]
+    procs = [
+        start([*stage, "--stage_index", "1", "--http_server_address", f"127.0.0.1:{p1}",
+               "--remote_server_address", f"127.0.0.1:{p0}", "--log_file", str(tmp_path / "follower2.log"),
+               *_tls_flags(pki, "follower2")], tmp_path / "f2.out"),
+        start([*stage, "--stage_index", "0", "--http_server_address", f"127.0.0.1:{p0}",
+               "--remote_server_address", f"127.0.0.1:{pl}", "--next_stage_address", f"127.0.0.1:{p1}",
+               "--log_file", str(tmp_path / "follower.log"), *_tls_flags(pki, "follower")], tmp_path / "f1.out"),
+        start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *common, "--synthetic",
+               "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{p0}",
+               "--log_file", str(tmp_path / "leader.log"), "--loss_log", str(tmp_path / "loss.json"),
+               *_tls_flags(pki, "leader")], tmp_path / "l.out")]
+    try:
+        rcs = [p.wait(300) for p in reversed(procs)]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    outs = [(tmp_path / f).read_text() for f in ("l.out", "f1.out", "f2.out")]
+    assert rcs == [0, 0, 0], [o[-2000:] for o in outs]
+    losses = [r["loss"] for r in json.loads((tmp_path / "loss.json").read_text())]
+    assert _rel(losses, runs["central"]["losses"]) <= 1e-5
+    assert "follower2 done at step 30" in outs[2] and "mutual TLS" in outs[2]
+    for stage_dir in ("follower", "follower2"):
+        assert (out / "checkpoints" / stage_dir / f"backbone_loss_net_step_{STEPS}.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_pipeline_mis_split_stops_every_process(pki, tmp_path):
+    """Stage 1 started for a 3-stage pipeline behind a 2-stage stage 0: refused at the stages'
+    handshake, and the leader stops too, with the reason."""
+    pl, p0, p1 = free_port(), free_port(), free_port()
+    common = [*COMMON, "--output_dir", str(tmp_path / "out"), "--peer_timeout", "60", "--save_ckpt_steps", "0"]
+    stage = [PYTHON, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), *common, "--num_layers", "4"]
+    procs = [
+        start([*stage, "--pipeline_stages", "3", "--stage_index", "1", "--next_stage_address", f"127.0.0.1:{free_port()}",
+               "--http_server_address", f"127.0.0.1:{p1}", "--remote_server_address", f"127.0.0.1:{p0}",
+               *_tls_flags(pki, "follower2")], tmp_path / "f2.out"),
+        start([*stage, "--pipeline_stages", "2", "--stage_index", "0", "--http_server_address", f"127.0.0.1:{p0}",
+               "--remote_server_address", f"127.0.0.1:{pl}", "--next_stage_address", f"127.0.0.1:{p1}",
+               *_tls_flags(pki, "follower")], tmp_path / "f1.out"),
+        start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *common, "--num_layers", "4", "--synthetic",
+               "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{p0}",
+               *_tls_flags(pki, "leader")], tmp_path / "l.out")]
+    try:
+        rcs = [p.wait(120) for p in reversed(procs)]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    outs = [(tmp_path / f).read_text() for f in ("l.out", "f1.out", "f2.out")]
+    assert all(rc != 0 for rc in rcs), [o[-2000:] for o in outs]
+    assert "pipeline_stages: ours 3, peer 2" in outs[2], outs[2][-2000:]
+    assert "pipeline_stages: ours 2, peer 3" in outs[1] or "pipeline_stages: ours 3, peer 2" in outs[1], outs[1][-2000:]
+    assert "follower2 stopped:" in outs[2] and "follower stopped: between the follower and the follower2:" in outs[1]
+    assert "leader stopped: the follower stopped: between the follower and the follower2: " in outs[0], outs[0][-2000:]
+    assert "pipeline_stages" in outs[0]

@@ -732,8 +732,9 @@ def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
                 follower.downstream.handshake(stage_fingerprint(config, stages, index + 1), compress,
                                               args.peer_timeout,
                                               **{k: hello.array(k) for k in ("total_steps", "warmup", "decay")})
-            except (PeerAborted, ConnectionError, TimeoutError) as err:
-                raise ProtocolError(str(err)) from err   # the next stage's trouble: the upstream is told
+            except (PeerAborted, ProtocolError, ConnectionError, TimeoutError) as err:
+                # the upstream is told (as ProtocolError), and which link failed
+                raise ProtocolError(f"between the {name} and the {follower.downstream.peer_role}: {err}") from err
         follower.build(warmup, decay)
         logger.info("handshake with the %s done: %d steps, warmup %d, starting at step %d", upstream, total,
                     warmup, follower.global_step)
