@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from src.predict_args import add_predict_args  # noqa: E402
 from src.cli import (add_split_args, add_training_args, ignore_data_flags, output_dir,  # noqa: E402
-                     parse_with_run_config, resolve_passwords)
+                     parse_with_run_config, resolve_passwords, stage_name)
 
 logger = logging.getLogger("run_pangu_train_follower")
 
@@ -50,8 +50,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     from src.utils import setup_logging  # pylint: disable=import-outside-toplevel
     setup_logging()
     ignore_data_flags(args, parser.parse_args([]), argv)
-    output_dir(args, "follower")
-    args.log_file = args.log_file if args.log_file is not None else os.path.join(args.output_dir, "follower.log")
+    name = stage_name(args.stage_index)   # follower; follower2, ... for the further pipeline stages
+    output_dir(args, name)
+    args.log_file = args.log_file if args.log_file is not None else os.path.join(args.output_dir, f"{name}.log")
     resolve_passwords(args, argv)
     return args
 
@@ -65,7 +66,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
-    from src.split_train import run_follower, stage_name  # pylint: disable=import-outside-toplevel
+    from src.split_train import run_follower  # pylint: disable=import-outside-toplevel
     try:
         if args.run_type == "predict" and args.pipeline_stages > 1:
             raise ValueError("--run_type predict serves one follower process: --pipeline_stages is for training")

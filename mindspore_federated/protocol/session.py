@@ -128,6 +128,13 @@ class PeerSession:
         if callable(goodbye):
             goodbye(reason)
 
+    def why_stopped(self, err: BaseException) -> str:
+        """What to tell a peer when this party stops because of `err`: a protocol reason (the other
+        peer's ABORT, a ProtocolError) as it is, anything else as 'the <role> stopped: <error>'."""
+        if isinstance(err, (PeerAborted, ProtocolError)):
+            return str(err)
+        return f"the {self.role} stopped: {type(err).__name__}: {err} -- {self.remedy}"
+
     def report(self, err: ProtocolError) -> None:
         """ABORT the peer with a ProtocolError raised elsewhere (no-op if it was already reported)."""
         text = str(err)
@@ -312,6 +319,5 @@ class FollowerLoop:
         except BaseException as err:
             stop = getattr(self.handler, "stop", None)
             if stop is not None:
-                stop(str(err) if isinstance(err, (PeerAborted, ProtocolError)) else
-                     f"the {self.session.role} stopped: {type(err).__name__}: {err} -- {self.session.remedy}")
+                stop(self.session.why_stopped(err))
             raise

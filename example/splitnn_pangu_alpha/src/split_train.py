@@ -35,6 +35,7 @@ from mindspore_federated.protocol import (CommunicatorChannel, FLModelFollower, 
                                           FollowerLoop, GradientStats, LocalChannel, Message, PeerAborted,
                                           PeerSession, ProtocolError)
 
+from .cli import stage_name
 from .lr_schedule import default_warmup_steps, lr_at
 from .pangu_alpha import count_parameters
 from .pangu_alpha_config import PanguAlphaConfig
@@ -46,18 +47,12 @@ from .wire_modes import WIRE_MODES
 logger = logging.getLogger(__name__)
 
 __all__ = ["LeaderParty", "FollowerParty", "run_local", "run_leader", "run_follower", "schedule", "party_yaml",
-           "stage_yaml", "stage_name", "WIRE_MODES"]
+           "stage_yaml", "WIRE_MODES"]
 
 LEADER, FOLLOWER = "leader", "follower"
 REMEDY = "stop both parties and restart both with --resume (each continues from its newest checkpoint)"
 PIPELINE_REMEDY = ("stop every party (the leader and each follower stage) and restart all with --resume (each "
                    "continues from its newest checkpoint)")
-
-
-def stage_name(index: int) -> str:
-    """Name of follower stage `index` (0-based): follower, follower2, follower3, ... It is the stage's
-    communicator server name, the name its TLS certificates must carry, and its checkpoint folder."""
-    return FOLLOWER if index == 0 else f"{FOLLOWER}{index + 1}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,7 +463,7 @@ def _stopping(session: Optional[PeerSession], role: str, err: BaseException) -> 
         session.report(err)
         return
     what = "was interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
-    session.abort(f"the {role} {what}: {type(err).__name__}: {err} -- {REMEDY}")
+    session.abort(f"the {role} {what}: {type(err).__name__}: {err} -- {session.remedy}")
 
 
 def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
@@ -709,8 +704,8 @@ def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
     if index < stages - 1:
         peers[stage_name(index + 1)] = args.next_stage_address
     comm = _launch(args, name, peers, follower.wire_configs) if root else None
-    channel = follower.channel = (RootRelayChannel(comm, group) if group is not None else
-                                  CommunicatorChannel(comm, upstream, args.step_timeout))
+    to_upstream = CommunicatorChannel(comm, upstream, args.step_timeout) if root else None
+    channel = follower.channel = RootRelayChannel(to_upstream, group) if group is not None else to_upstream
     if index < stages - 1:
         follower.connect_downstream(CommunicatorChannel(comm, stage_name(index + 1), args.step_timeout))
     logger.info("wire: --compress %s; B sends %s", compress, describe_wire(follower.wire_configs))
@@ -761,9 +756,8 @@ def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
                 "bytes_per_step": bytes_per_step}
     except BaseException as err:
         _stopping(follower.session, name, err)
-        if follower.downstream is not None:   # (the loop already told it when it stopped in there)
-            follower.downstream.abort(str(err) if isinstance(err, (PeerAborted, ProtocolError)) else
-                                      f"the {name} stopped: {type(err).__name__}: {err} -- {follower.session.remedy}")
+        if follower.downstream is not None:   # (a no-op if the loop told it already)
+            follower.downstream.abort(follower.downstream.why_stopped(err))
         raise
     finally:
         channel.close()
