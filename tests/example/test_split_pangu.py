@@ -516,32 +516,40 @@ def test_graph_mode_local_split_matches_centralised(runs, tmp_path):
     assert _rel(split["losses"], runs["central"]["losses"]) <= 1e-5
 
 
-@pytest.mark.slow
-def test_pipeline_as_three_processes_over_mutual_tls(runs, pki, tmp_path):
-    """The leader (unchanged) + stage 0 (follower, relays) + stage 1 (follower2), three processes over
-    mutual TLS on loopback: the losses of the centralised run; each stage saves its own blocks."""
-    pl, p0, p1 = free_port(), free_port(), free_port()
-    out = tmp_path / "out"
-    common = [*COMMON, "--output_dir", str(out), "--peer_timeout", "60", "--save_ckpt_steps", str(STEPS)]
-    stage = [PYTHON, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), *common, "--pipeline_stages", "2"]
-    procs = [
-        start([*stage, "--stage_index", "1", "--http_server_address", f"127.0.0.1:{p1}",
-               "--remote_server_address", f"127.0.0.1:{p0}", "--log_file", str(tmp_path / "follower2.log"),
-               *_tls_flags(pki, "follower2")], tmp_path / "f2.out"),
-        start([*stage, "--stage_index", "0", "--http_server_address", f"127.0.0.1:{p0}",
-               "--remote_server_address", f"127.0.0.1:{pl}", "--next_stage_address", f"127.0.0.1:{p1}",
-               "--log_file", str(tmp_path / "follower.log"), *_tls_flags(pki, "follower")], tmp_path / "f1.out"),
-        start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *common, "--synthetic",
-               "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{p0}",
-               "--log_file", str(tmp_path / "leader.log"), "--loss_log", str(tmp_path / "loss.json"),
-               *_tls_flags(pki, "leader")], tmp_path / "l.out")]
+def _pipeline(tmp: Path, pki: Path, common: list, stage_flags: list, leader_extra=(), timeout=300):
+    """The leader and one follower process per entry of `stage_flags` (pipeline stage i, its extra
+    flags), chained on loopback over mutual TLS; returns the exit codes and outputs, leader first."""
+    pl, ports = free_port(), [free_port() for _ in stage_flags]
+    procs = []
+    for i, flags in reversed(list(enumerate(stage_flags))):   # the last stage first
+        name = "follower" if i == 0 else f"follower{i + 1}"
+        nxt = ["--next_stage_address", f"127.0.0.1:{ports[i + 1]}"] if i + 1 < len(stage_flags) else []
+        procs.append(start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), *common, "--stage_index", str(i),
+                            "--http_server_address", f"127.0.0.1:{ports[i]}", "--remote_server_address",
+                            f"127.0.0.1:{pl if i == 0 else ports[i - 1]}", *nxt, "--log_file", str(tmp / f"{name}.log"),
+                            *_tls_flags(pki, name), *flags], tmp / f"{name}.out"))
+    procs.append(start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *common, "--synthetic",
+                        "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{ports[0]}",
+                        "--log_file", str(tmp / "leader.log"), "--loss_log", str(tmp / "loss.json"),
+                        *_tls_flags(pki, "leader"), *leader_extra], tmp / "leader.out"))
     try:
-        rcs = [p.wait(300) for p in reversed(procs)]
+        rcs = [p.wait(timeout) for p in reversed(procs)]
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    outs = [(tmp_path / f).read_text() for f in ("l.out", "f1.out", "f2.out")]
+    names = ["leader", "follower"] + [f"follower{i + 1}" for i in range(1, len(stage_flags))]
+    return rcs, [(tmp / f"{name}.out").read_text() for name in names]
+
+
+@pytest.mark.slow
+def test_pipeline_as_three_processes_over_mutual_tls(runs, pki, tmp_path):
+    """The leader (unchanged) + stage 0 (follower, relays) + stage 1 (follower2), three processes over
+    mutual TLS on loopback: the losses of the centralised run; each stage saves its own blocks."""
+    out = tmp_path / "out"
+    common = [*COMMON, "--output_dir", str(out), "--peer_timeout", "60", "--save_ckpt_steps", str(STEPS),
+              "--pipeline_stages", "2"]
+    rcs, outs = _pipeline(tmp_path, pki, common, [[], []])
     assert rcs == [0, 0, 0], [o[-2000:] for o in outs]
     losses = [r["loss"] for r in json.loads((tmp_path / "loss.json").read_text())]
     assert _rel(losses, runs["central"]["losses"]) <= 1e-5
@@ -554,26 +562,11 @@ def test_pipeline_as_three_processes_over_mutual_tls(runs, pki, tmp_path):
 def test_pipeline_mis_split_stops_every_process(pki, tmp_path):
     """Stage 1 started for a 3-stage pipeline behind a 2-stage stage 0: refused at the stages'
     handshake, and the leader stops too, with the reason."""
-    pl, p0, p1 = free_port(), free_port(), free_port()
-    common = [*COMMON, "--output_dir", str(tmp_path / "out"), "--peer_timeout", "60", "--save_ckpt_steps", "0"]
-    stage = [PYTHON, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), *common, "--num_layers", "4"]
-    procs = [
-        start([*stage, "--pipeline_stages", "3", "--stage_index", "1", "--next_stage_address", f"127.0.0.1:{free_port()}",
-               "--http_server_address", f"127.0.0.1:{p1}", "--remote_server_address", f"127.0.0.1:{p0}",
-               *_tls_flags(pki, "follower2")], tmp_path / "f2.out"),
-        start([*stage, "--pipeline_stages", "2", "--stage_index", "0", "--http_server_address", f"127.0.0.1:{p0}",
-               "--remote_server_address", f"127.0.0.1:{pl}", "--next_stage_address", f"127.0.0.1:{p1}",
-               *_tls_flags(pki, "follower")], tmp_path / "f1.out"),
-        start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *common, "--num_layers", "4", "--synthetic",
-               "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{p0}",
-               *_tls_flags(pki, "leader")], tmp_path / "l.out")]
-    try:
-        rcs = [p.wait(120) for p in reversed(procs)]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    outs = [(tmp_path / f).read_text() for f in ("l.out", "f1.out", "f2.out")]
+    common = [*COMMON, "--output_dir", str(tmp_path / "out"), "--peer_timeout", "60", "--save_ckpt_steps", "0",
+              "--num_layers", "4"]
+    third = ["--next_stage_address", f"127.0.0.1:{free_port()}"]   # (stage 1 of 3 is no last stage)
+    rcs, outs = _pipeline(tmp_path, pki, common, [["--pipeline_stages", "2"], ["--pipeline_stages", "3", *third]],
+                          timeout=120)
     assert all(rc != 0 for rc in rcs), [o[-2000:] for o in outs]
     assert "pipeline_stages: ours 3, peer 2" in outs[2], outs[2][-2000:]
     assert "pipeline_stages: ours 2, peer 3" in outs[1] or "pipeline_stages: ours 3, peer 2" in outs[1], outs[1][-2000:]
