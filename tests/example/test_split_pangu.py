@@ -129,6 +129,24 @@ def test_pipeline_stage_split_and_mismatch():
         "pipeline_stages: ours 2, peer 3; stage_blocks: ours 4-6, peer 5-6"
 
 
+@pytest.mark.parametrize("compress", ["none", "min_max6"])
+def test_pipeline_stage_yamls_fit_together(compress):
+    """Each stage sends what the next one takes, and the next one's grad-scaler reply is its sens;
+    the first stage faces A like the single follower; compressed, the mask stays bit-packed."""
+    from src.split_train import party_yaml, stage_yaml
+    stages = [stage_yaml(compress, 3, i).yaml_data for i in range(3)]
+    single = party_yaml("backbone", compress).yaml_data
+    net = lambda raw: raw["model"]["train_net"]  # noqa: E731
+    assert net(stages[0])["inputs"] == net(single)["inputs"]
+    assert net(stages[-1])["outputs"] == net(single)["outputs"]
+    for up, down in zip(stages, stages[1:]):
+        assert [o["name"] for o in net(up)["outputs"]] == [i["name"] for i in net(down)["inputs"]]
+        assert {g["sens"] for opt in up["opts"] for g in opt["grads"]} == {down["grad_scalers"][0]["output"]["name"]}
+        assert up["grad_scalers"][0]["sens"] == "hidden_states"
+    mask = [o for o in net(stages[0])["outputs"] if o["name"] == "attention_mask"][0]
+    assert mask.get("compress_type") == (None if compress == "none" else "bit_pack")
+
+
 def test_split_point_must_leave_party_b_a_block():
     from src.pangu_alpha_config import get_config
     with pytest.raises(ValueError, match=r"leader_layers=2: party A can keep 0 to 1 of the 2 ordinary blocks"):

@@ -131,8 +131,9 @@ def stage_yaml(compress: str, stages: int = 1, index: int = 0) -> FLYamlData:
     for phase in ("train_net", "eval_net"):
         net = raw["model"][phase]
         rename(net["inputs"])
-        if not last:
-            net["outputs"].append({"name": "attention_mask", "destination": "remote"})
+        if not last:   # the mask goes on as A sends it (bit_pack when compressed)
+            embedding = party_yaml("embedding", compress).yaml_data["model"][phase]["outputs"]
+            net["outputs"].append(dict(next(o for o in embedding if o["name"] == "attention_mask")))
     for term in [g for opt in raw["opts"] for g in opt["grads"]] + list(raw.get("grad_scalers") or []):
         rename(term["inputs"])
         if not last:
