@@ -10,7 +10,7 @@ through a second `PeerSession`, and so on (a stage's downstream may itself be a 
 - FORWARD: the stage's own forward pass; its outputs go downstream; the downstream reply is the
   reply upstream (the last stage's output returns through every stage).
 - BACKWARD: passed on downstream unchanged; the reply is this stage's ``sens``; this stage's own
-  backward; upstream get the gradients for its inputs and the statistics of every stage behind it
+  backward; upstream gets the gradients for its inputs and the statistics of every stage behind it
   (`GradientStats.combine`: float32 sum, own share first, flags ORed), so the leader's one
   decision covers the whole model.
 - DECISION: passed on downstream, then applied here. EVAL as FORWARD. DONE is passed on.

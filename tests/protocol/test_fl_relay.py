@@ -3,10 +3,19 @@
 import numpy as np
 import pytest
 
-from mindspore_federated.protocol import Kind, PeerAborted, ProtocolError
+from mindspore_federated.protocol import Kind, PeerAborted, PeerSession, ProtocolError
 from tests.protocol.tiny_split import batch, follower_chain, init_weights, middle_names, reference, split_run
 
 STEPS = 6
+
+
+def _handshaken_leader(lead_end, chain, pump=lambda: None) -> PeerSession:
+    """A leader session to the chain's first stage, past the handshake."""
+    leader = PeerSession(lead_end, "leader", "follower", lambda: 0, pump=pump)
+    leader.hello({"in": 4})
+    chain["sessions"][0].handshake({"in": 4})
+    leader.check_hello(leader.receive_raw(), {"in": 4})
+    return leader
 
 
 @pytest.mark.parametrize("stages", [2, 3])
@@ -35,11 +44,7 @@ def test_overflow_at_the_last_stage_skips_the_step_everywhere(poison):
 def test_eval_passes_through_every_stage():
     w = init_weights(stages=2)
     lead_end, chain = follower_chain(w, stages=2)
-    from mindspore_federated.protocol import PeerSession
-    leader = PeerSession(lead_end, "leader", "follower", lambda: 0, pump=chain["pump"])
-    leader.hello({"in": 4})
-    chain["sessions"][0].handshake({"in": 4})
-    leader.receive_raw()
+    leader = _handshaken_leader(lead_end, chain, chain["pump"])
     x, _ = batch(1)
     got = leader.exchange(Kind.EVAL, 0, {"act": x @ w["W1"]}, Kind.EVAL_REPLY).tensor("hidden")
     np.testing.assert_allclose(got, np.tanh(np.tanh(x @ w["W1"] @ w["W2"]) @ w["W2_1"]), rtol=1e-6)
@@ -66,13 +71,8 @@ def test_a_failing_last_stage_stops_the_leader_with_its_reason():
 
 
 def test_the_leader_stopping_reaches_the_last_stage_through_the_relay():
-    w = init_weights(stages=2)
-    lead_end, chain = follower_chain(w, stages=2)
-    from mindspore_federated.protocol import PeerSession
-    leader = PeerSession(lead_end, "leader", "follower", lambda: 0)
-    leader.hello({"in": 4})
-    chain["sessions"][0].handshake({"in": 4})
-    leader.receive_raw()
+    lead_end, chain = follower_chain(init_weights(stages=2), stages=2)
+    leader = _handshaken_leader(lead_end, chain)
     leader.abort("the leader was interrupted: KeyboardInterrupt")
     with pytest.raises(PeerAborted, match="the leader stopped: the leader was interrupted"):
         chain["loops"][0].run()
