@@ -534,29 +534,34 @@ def test_graph_mode_local_split_matches_centralised(runs, tmp_path):
     assert _rel(split["losses"], runs["central"]["losses"]) <= 1e-5
 
 
-def _pipeline(tmp: Path, pki: Path, common: list, stage_flags: list, leader_extra=(), timeout=300):
+def _start_pipeline(tmp: Path, pki: Path, common: list, stage_flags: list) -> list:
     """The leader and one follower process per entry of `stage_flags` (pipeline stage i, its extra
-    flags), chained on loopback over mutual TLS; returns the exit codes and outputs, leader first."""
+    flags), chained on loopback over mutual TLS; the processes, leader first."""
     pl, ports = free_port(), [free_port() for _ in stage_flags]
     procs = []
     for i, flags in reversed(list(enumerate(stage_flags))):   # the last stage first
         name = "follower" if i == 0 else f"follower{i + 1}"
         nxt = ["--next_stage_address", f"127.0.0.1:{ports[i + 1]}"] if i + 1 < len(stage_flags) else []
-        procs.append(start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), *common, "--stage_index", str(i),
-                            "--http_server_address", f"127.0.0.1:{ports[i]}", "--remote_server_address",
-                            f"127.0.0.1:{pl if i == 0 else ports[i - 1]}", *nxt, "--log_file", str(tmp / f"{name}.log"),
-                            *_tls_flags(pki, name), *flags], tmp / f"{name}.out"))
-    procs.append(start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *common, "--synthetic",
-                        "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{ports[0]}",
-                        "--log_file", str(tmp / "leader.log"), "--loss_log", str(tmp / "loss.json"),
-                        *_tls_flags(pki, "leader"), *leader_extra], tmp / "leader.out"))
+        procs.insert(0, start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), *common, "--stage_index",
+                               str(i), "--http_server_address", f"127.0.0.1:{ports[i]}", "--remote_server_address",
+                               f"127.0.0.1:{pl if i == 0 else ports[i - 1]}", *nxt, "--log_file",
+                               str(tmp / f"{name}.log"), *_tls_flags(pki, name), *flags], tmp / f"{name}.out"))
+    procs.insert(0, start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *common, "--synthetic",
+                           "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address",
+                           f"127.0.0.1:{ports[0]}", "--log_file", str(tmp / "leader.log"), "--loss_log",
+                           str(tmp / "loss.json"), *_tls_flags(pki, "leader")], tmp / "leader.out"))
+    return procs
+
+
+def _wait_all(tmp: Path, procs: list, timeout: float = 300):
+    """Exit codes and outputs of `_start_pipeline`'s processes, leader first."""
     try:
-        rcs = [p.wait(timeout) for p in reversed(procs)]
+        rcs = [p.wait(timeout) for p in procs]
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-    names = ["leader", "follower"] + [f"follower{i + 1}" for i in range(1, len(stage_flags))]
+    names = ["leader", "follower"] + [f"follower{i + 1}" for i in range(1, len(procs) - 1)]
     return rcs, [(tmp / f"{name}.out").read_text() for name in names]
 
 
@@ -567,7 +572,7 @@ def test_pipeline_as_three_processes_over_mutual_tls(runs, pki, tmp_path):
     out = tmp_path / "out"
     common = [*COMMON, "--output_dir", str(out), "--peer_timeout", "60", "--save_ckpt_steps", str(STEPS),
               "--pipeline_stages", "2"]
-    rcs, outs = _pipeline(tmp_path, pki, common, [[], []])
+    rcs, outs = _wait_all(tmp_path, _start_pipeline(tmp_path, pki, common, [[], []]))
     assert rcs == [0, 0, 0], [o[-2000:] for o in outs]
     losses = [r["loss"] for r in json.loads((tmp_path / "loss.json").read_text())]
     assert _rel(losses, runs["central"]["losses"]) <= 1e-5
@@ -583,11 +588,38 @@ def test_pipeline_mis_split_stops_every_process(pki, tmp_path):
     common = [*COMMON, "--output_dir", str(tmp_path / "out"), "--peer_timeout", "60", "--save_ckpt_steps", "0",
               "--num_layers", "4"]
     third = ["--next_stage_address", f"127.0.0.1:{free_port()}"]   # (stage 1 of 3 is no last stage)
-    rcs, outs = _pipeline(tmp_path, pki, common, [["--pipeline_stages", "2"], ["--pipeline_stages", "3", *third]],
-                          timeout=120)
+    procs = _start_pipeline(tmp_path, pki, common, [["--pipeline_stages", "2"], ["--pipeline_stages", "3", *third]])
+    rcs, outs = _wait_all(tmp_path, procs, timeout=120)
     assert all(rc != 0 for rc in rcs), [o[-2000:] for o in outs]
     assert "pipeline_stages: ours 3, peer 2" in outs[2], outs[2][-2000:]
     assert "pipeline_stages: ours 2, peer 3" in outs[1] or "pipeline_stages: ours 3, peer 2" in outs[1], outs[1][-2000:]
     assert "follower2 stopped:" in outs[2] and "follower stopped: between the follower and the follower2:" in outs[1]
     assert "leader stopped: the follower stopped: between the follower and the follower2: " in outs[0], outs[0][-2000:]
     assert "pipeline_stages" in outs[0]
+
+
+@pytest.mark.slow
+def test_pipeline_last_stage_stopped_stops_every_process_with_its_reason(pki, tmp_path):
+    """SIGTERM to stage 1 (follower2) mid-run: it tells stage 0, which tells the leader; all three
+    stop within seconds, the leader naming follower2's own reason."""
+    import signal
+    out = tmp_path / "out"
+    common = [*COMMON, "--output_dir", str(out), "--peer_timeout", "60", "--save_ckpt_steps", "10",
+              "--pipeline_stages", "2", "--train_steps", "1000"]
+    procs = _start_pipeline(tmp_path, pki, common, [[], []])
+    try:
+        _wait_for([out / "checkpoints" / "follower2" / "backbone_loss_net_step_10.ckpt"], procs)
+        procs[2].send_signal(signal.SIGTERM)
+        t0 = time.time()
+        rcs, outs = _wait_all(tmp_path, procs, timeout=60)
+        elapsed = time.time() - t0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(rc != 0 for rc in rcs), [o[-2000:] for o in outs]
+    assert elapsed < 30
+    reason = "the follower2 was interrupted: SystemExit: stopped by SIGTERM"
+    assert f"follower stopped: the follower2 stopped: {reason}" in outs[1], outs[1][-2000:]
+    assert f"leader stopped: the follower stopped: the follower2 stopped: {reason}" in outs[0], outs[0][-2000:]
+    assert "restart all with --resume" in outs[0]
