@@ -527,7 +527,8 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
                     config.vocab_size, config.seq_length, config.batch_size,
                     total, source.steps_per_epoch, warmup, config.start_lr, config.end_lr,
                     leader.head_opt.loss_scale_value(), args.exec_mode,
-                    "both parties in this process" if local else f"peer {channel.where}")
+                    ("both parties" if len(stages) < 2 else f"A and {len(stages)} stages of B") + " in this process"
+                    if local else f"peer {channel.where}")
         settings = config_fingerprint(config)
         hello = dict(total_steps=np.asarray(total, np.int64), warmup=np.asarray(warmup, np.int64),
                      decay=np.asarray(decay, np.int64))
