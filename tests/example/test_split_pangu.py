@@ -523,12 +523,13 @@ def test_split_point_mismatch_fails_fast_on_both_sides(pki, tmp_path):
 
 
 @pytest.mark.slow
-def test_graph_mode_local_split_matches_centralised(runs, tmp_path):
+@pytest.mark.parametrize("layout", ["split", "pipeline"])
+def test_graph_mode_local_split_matches_centralised(runs, tmp_path, layout):
     """GRAPH_MODE parties (compiled backward + optimizer, fused head forward+backward) compute
-    the same training as the centralised PyNative run of the fixture."""
+    the same training as the centralised PyNative run of the fixture (also with B as 2 stages)."""
     old_mode = ms.get_context("mode")
     try:
-        split = run_local(_local_args(tmp_path, "--exec_mode", "graph", "--eval_steps", "1"))
+        split = run_local(_local_args(tmp_path, "--exec_mode", "graph", "--eval_steps", "1", *LAYOUT_FLAGS[layout]))
     finally:
         ms.set_context(mode=old_mode)
     assert _rel(split["losses"], runs["central"]["losses"]) <= 1e-5
