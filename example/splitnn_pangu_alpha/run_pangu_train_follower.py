@@ -7,6 +7,9 @@ run_pangu_train_follower.sh.
 
     MSF_CERT_PASSWORD=... python run_pangu_train_follower.py --http_server_address 127.0.0.1:10086 \
         --remote_server_address 127.0.0.1:10087 --enable_ssl true ... (certificates)
+
+With --pipeline_stages N it is one of N stages holding the blocks between them (--stage_index,
+--next_stage_address; README, "Party B as pipeline stages").
 """
 from __future__ import annotations
 

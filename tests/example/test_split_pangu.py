@@ -5,7 +5,8 @@ the same with the split point moved (party A keeps block 0: --leader_layers 1) a
 two pipeline stages (--pipeline_stages 2: A + B1 + B2), in-process resume, the protocol checks, bad
 input, and ONE two-process run over mutual TLS.
 Slow: two-process resume after stopping both, a follower restarted mid-run, the split point across
-two processes and its mismatch, graph mode, the pipeline as three processes over mutual TLS.
+two processes and its mismatch, graph mode, the pipeline as three processes over mutual TLS (exact,
+a mis-split, a stage stopped by SIGTERM).
 """
 from __future__ import annotations
 
