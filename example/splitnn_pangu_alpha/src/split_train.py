@@ -690,6 +690,9 @@ def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
     if index < stages - 1 and not args.next_stage_address:
         raise ValueError(f"--stage_index {index} of --pipeline_stages {stages} needs --next_stage_address (ip:port "
                          f"of stage {index + 1}); only the last stage has none")
+    if index == stages - 1 and args.next_stage_address:
+        logger.warning("--next_stage_address %s is not used: stage %d is the last of --pipeline_stages %d",
+                       args.next_stage_address, index, stages)
     if index == 0:
         unknown = ("eod_id",) + (() if args.vocab_size else ("vocab_size",))
         settings = config_fingerprint(config, unknown=unknown)
