@@ -7,6 +7,8 @@ Runs, each in its own process so peak RSS is per party:
     FLModel's compiled backward + optimizer);
   * split training in two processes over mutual TLS on loopback (certificates made here), in both
     modes (`split_tls`, `split_tls_graph`);
+  * party B as two pipeline stages (`--pipeline_stages 2`, graph mode): A + B1 + B2 in one process
+    (`pipeline_local_graph`) and as three processes over mutual TLS (`pipeline_tls_graph`);
 With `--rounds R` the modes run in turn R times (rounds alternate, so a machine whose load changes
 affects every mode alike); each ratio is taken within a round, and the table shows medians.
 It prints a markdown table: steps/s (timed after the warm-up steps), the bytes each step puts on
@@ -16,6 +18,7 @@ activations, hidden states, their two gradients, plus the attention mask), and p
     .venv/bin/python benchmarks/bench_split_pangu.py                 # small config, ~5 min on 2 cores
     .venv/bin/python benchmarks/bench_split_pangu.py --config 350M --steps 3 --warmup 1 --modes split_local,central_pynative
     .venv/bin/python benchmarks/bench_split_pangu.py --modes central_graph,split_local_graph,split_tls_graph --rounds 3
+    .venv/bin/python benchmarks/bench_split_pangu.py --modes split_local_graph,pipeline_local_graph,split_tls_graph,pipeline_tls_graph --rounds 3
 """
 from __future__ import annotations
 
@@ -37,16 +40,20 @@ from _timing import steps_per_second
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "example" / "splitnn_pangu_alpha"
 PASSWORD = "bench-pw"
-MODES = ("central_graph", "central_pynative", "split_local", "split_tls", "split_local_graph", "split_tls_graph")
+MODES = ("central_graph", "central_pynative", "split_local", "split_tls", "split_local_graph", "split_tls_graph",
+         "pipeline_local_graph", "pipeline_tls_graph")
 NAMES = {"central_graph": "centralised, graph mode", "central_pynative": "centralised, PyNative + jit forward",
          "split_local": "split, one process (A+B), PyNative + jit forward",
          "split_tls": "split, two processes, mutual TLS, PyNative + jit forward",
          "split_local_graph": "split, one process (A+B), graph mode",
-         "split_tls_graph": "split, two processes, mutual TLS, graph mode"}
+         "split_tls_graph": "split, two processes, mutual TLS, graph mode",
+         "pipeline_local_graph": "split, B as 2 pipeline stages, one process (A+B1+B2), graph mode",
+         "pipeline_tls_graph": "split, B as 2 pipeline stages, three processes, mutual TLS, graph mode"}
 # (numerator, denominator) of the ratios the issue's goals are about, each taken within one round
 RATIOS = (("split_local_graph", "central_graph"), ("split_tls_graph", "split_local_graph"),
           ("split_local", "central_graph"), ("split_tls", "split_local"),
-          ("split_local_graph", "split_local"))
+          ("split_local_graph", "split_local"), ("pipeline_local_graph", "split_local_graph"),
+          ("pipeline_tls_graph", "split_tls_graph"), ("pipeline_tls_graph", "pipeline_local_graph"))
 
 
 def _rss_mib() -> float:
@@ -54,8 +61,9 @@ def _rss_mib() -> float:
 
 
 def _exec_mode(mode: str) -> List[str]:
-    """The split programs' execution mode for a benchmark mode name."""
-    return ["--exec_mode", "graph" if mode.endswith("_graph") else "pynative"]
+    """The split programs' execution mode (and pipeline stages) for a benchmark mode name."""
+    return (["--exec_mode", "graph" if mode.endswith("_graph") else "pynative"] +
+            (["--pipeline_stages", "2"] if mode.startswith("pipeline_") else []))
 
 
 def _common(args: argparse.Namespace) -> List[str]:
@@ -104,14 +112,21 @@ def worker_split_local(args: argparse.Namespace, out: str, mode: str) -> dict:
     cfg = res["config"]
     b, s, h = cfg.batch_size, cfg.seq_length, cfg.hidden_size
     minimum = 4 * (b * s * h * 4) + b * s * s * 4
-    return {"steps_per_s": steps_per_second(records, args.warmup), "rss_mib": _rss_mib(), "wire_bytes": per_step,
-            "min_bytes": minimum}
+    result = {"steps_per_s": steps_per_second(records, args.warmup), "rss_mib": _rss_mib(), "wire_bytes": per_step,
+              "min_bytes": minimum}
+    if len(res["stages"]) > 1:   # the B1 <-> B2 link
+        inner = res["stages"][0].downstream.channel.sent_log + res["stages"][1].channel.sent_log
+        result["stage_link_bytes"] = sum(size for kind, size in inner if kind in train_kinds) / len(res["losses"])
+    return result
 
 
 def run_split_tls(args: argparse.Namespace, tmp: str, mode: str) -> dict:
+    """The leader and party B (one follower, or two pipeline stages) as processes over mutual TLS."""
     pki = Path(tmp) / "pki"
-    write_pki(pki, PASSWORD)
-    pl, pf = _free_port(), _free_port()
+    stages = 2 if mode.startswith("pipeline_") else 1
+    names = ["follower", "follower2"][:stages]
+    write_pki(pki, PASSWORD, names=("leader", *names))
+    pl, ports = _free_port(), [_free_port() for _ in names]
 
     def tls(name: str) -> List[str]:
         return ["--enable_ssl", "true", "--server_password", PASSWORD, "--client_password", PASSWORD,
@@ -123,25 +138,31 @@ def run_split_tls(args: argparse.Namespace, tmp: str, mode: str) -> dict:
                  "finally:\n    print('RSS-MIB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024.0, flush=True)")
     log = os.path.join(tmp, "tls_loss.json")
     env = dict(os.environ, PYTHONPATH=str(ROOT), GLOG_v="3")
-    follower = subprocess.Popen(
-        [sys.executable, "-c", rss_probe, str(EXAMPLE / "run_pangu_train_follower.py"),
-         "--http_server_address", f"127.0.0.1:{pf}", "--remote_server_address", f"127.0.0.1:{pl}",
-         *_common(args), *_exec_mode(mode), "--output_dir", tmp, "--log_file", "", *tls("follower")],
-        cwd=str(EXAMPLE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    followers = []
+    for i, name in enumerate(names):
+        upstream = pl if i == 0 else ports[i - 1]
+        nxt = ["--stage_index", str(i)] + (["--next_stage_address", f"127.0.0.1:{ports[i + 1]}"]
+                                           if i + 1 < stages else [])
+        followers.append(subprocess.Popen(
+            [sys.executable, "-c", rss_probe, str(EXAMPLE / "run_pangu_train_follower.py"),
+             "--http_server_address", f"127.0.0.1:{ports[i]}", "--remote_server_address", f"127.0.0.1:{upstream}",
+             *_common(args), *_exec_mode(mode), *nxt, "--output_dir", tmp, "--log_file", "", *tls(name)],
+            cwd=str(EXAMPLE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
     leader = subprocess.Popen(
         [sys.executable, "-c", rss_probe, str(EXAMPLE / "run_pangu_train_leader.py"),
-         "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{pf}",
+         "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{ports[0]}",
          *_common(args), *_exec_mode(mode), "--synthetic", "--output_dir", tmp, "--log_file", "", "--loss_log", log,
          "--eval_steps", "1", *tls("leader")],
         cwd=str(EXAMPLE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     out_l, _ = leader.communicate(timeout=3600)
-    out_f, _ = follower.communicate(timeout=600)
-    if leader.returncode or follower.returncode:
-        raise RuntimeError(f"two-process run failed:\n{out_l[-2000:]}\n{out_f[-2000:]}")
+    outs = [f.communicate(timeout=600)[0] for f in followers]
+    if leader.returncode or any(f.returncode for f in followers):
+        raise RuntimeError(f"{mode} failed:\n{out_l[-2000:]}\n" + "\n".join(o[-2000:] for o in outs))
     rss = lambda text: float(text.rsplit("RSS-MIB", 1)[1].split()[0])  # noqa: E731
     with open(log, encoding="utf-8") as f:
         records = json.load(f)
-    return {"steps_per_s": steps_per_second(records, args.warmup), "rss_leader_mib": rss(out_l), "rss_follower_mib": rss(out_f)}
+    return {"steps_per_s": steps_per_second(records, args.warmup), "rss_leader_mib": rss(out_l),
+            **{f"rss_{name}_mib": rss(out) for name, out in zip(names, outs)}}
 
 
 def _in_child(mode: str, args: argparse.Namespace, tmp: str) -> dict:
@@ -183,7 +204,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             results: Dict[str, dict] = {}
             for mode in modes:
                 t0 = time.time()
-                results[mode] = run_split_tls(args, tmp, mode) if mode.startswith("split_tls") else \
+                results[mode] = run_split_tls(args, tmp, mode) if "_tls" in mode else \
                     _in_child(mode, args, tmp)
                 print(f"round {r + 1}/{args.rounds} {mode}: {results[mode]} ({time.time() - t0:.0f} s)",
                       file=sys.stderr, flush=True)
@@ -202,6 +223,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for mode, r in merged.items():
         rss = (f"A {r['rss_leader_mib']:.0f} / B {r['rss_follower_mib']:.0f}" if "rss_leader_mib" in r
                else f"{r['rss_mib']:.0f}")
+        if "rss_follower2_mib" in r:
+            rss = rss.replace("/ B", "/ B1") + f" / B2 {r['rss_follower2_mib']:.0f}"
         vs = lambda ref: f"{r['steps_per_s'] / ref['steps_per_s']:.2f}x" if ref else "-"  # noqa: E731
         print(f"| {NAMES[mode]} | {r['steps_per_s']:.3f} | {vs(base)} | {vs(pyn)} | {rss} |")
     pairs = [(a, b) for a, b in RATIOS if a in modes and b in modes]
@@ -216,6 +239,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"\nWire bytes per training step (protobuf payload of the 5 messages): {local['wire_bytes']:,.0f}; "
               f"theoretical minimum (4 activation/gradient tensors + mask, fp32): {local['min_bytes']:,.0f} "
               f"-> {local['wire_bytes'] / local['min_bytes']:.4f}x")
+    if "pipeline_local_graph" in merged:
+        print(f"Party A's link with B as 2 pipeline stages: {merged['pipeline_local_graph']['wire_bytes']:,.0f} "
+              f"bytes per training step (the relay forwards B2's output and B2's share of the statistics); "
+              f"the B1 <-> B2 link: {merged['pipeline_local_graph']['stage_link_bytes']:,.0f}.")
     return 0
 
 

@@ -79,6 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     setup_logging()
     import mindspore_federated  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import  (protobuf backend first)
     from src.split_train import run_local  # pylint: disable=import-outside-toplevel
+    if args.run_type == "predict" and args.pipeline_stages > 1:
+        raise ValueError("--run_type predict runs party B as one follower: --pipeline_stages is for training")
     if args.run_type == "predict":
         from src.predict import run_predict  # pylint: disable=import-outside-toplevel
         default_vocab = os.path.join(args.data_dir, "vocab", "pangu_sp.model")
@@ -93,10 +95,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         return {"data_url": args.data_url, "eval_data_url": args.eval_data_url, "vocab_model": args.vocab_model}
     split_args = copy.copy(args)
     split_args.loss_log = args.loss_log or os.path.join(args.output_dir, "split_loss.json")
-    logger.info("== split training (party A and party B in this process) ==")
+    stages = f" as {args.pipeline_stages} pipeline stages" if args.pipeline_stages > 1 else ""
+    logger.info("== split training (party A and party B%s in this process) ==", stages)
     split = run_local(split_args)
     result: Dict[str, Any] = {"split": split}
-    curves = {"split learning (A: embedding + head, B: blocks)": split_args.loss_log}
+    curves = {f"split learning (A: embedding + head, B: blocks{stages})": split_args.loss_log}
     if not args.no_centralized:
         import train_centralized  # pylint: disable=import-outside-toplevel
         central_args = copy.copy(args)

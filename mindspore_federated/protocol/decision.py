@@ -54,6 +54,16 @@ class GradientStats:
                 flag = flag or bool(of)
         return cls(float(total), flag)
 
+    @classmethod
+    def combine(cls, *stats: "GradientStats") -> "GradientStats":
+        """Several parties' shares as one: squared norms summed in float32 in the given order, flags
+        ORed (a relay stage adds its downstream stages' share to its own)."""
+        total = np.float32(0.0)
+        with np.errstate(over="ignore", invalid="ignore"):   # an infinite sum is an overflow, said by decide
+            for item in stats:
+                total = np.float32(total + np.float32(item.sq_norm))
+        return cls(float(total), any(item.overflow for item in stats))
+
     def as_scalars(self) -> dict:
         """Header fields of the message that carries them (BACKWARD_REPLY)."""
         return {"sq_norm": np.asarray(self.sq_norm, np.float32), "overflow": np.asarray(bool(self.overflow))}
@@ -87,12 +97,10 @@ class Decision:
 def decide(*stats: GradientStats, save: bool = False) -> Decision:
     """The global norm (sqrt of the float32 sum of the squared norms, in the given order) and the
     overflow decision (any flag, or a non-finite sum)."""
-    total = np.float32(0.0)
-    with np.errstate(over="ignore", invalid="ignore"):   # an infinite sum is an overflow, said below
-        for item in stats:
-            total = np.float32(total + np.float32(item.sq_norm))
-    overflow = any(item.overflow for item in stats) or not bool(np.isfinite(total))
-    return Decision(np.sqrt(total).astype(np.float32), bool(overflow), bool(save))
+    total = GradientStats.combine(*stats)
+    overflow = total.overflow or not bool(np.isfinite(total.sq_norm))
+    with np.errstate(invalid="ignore"):
+        return Decision(np.sqrt(np.float32(total.sq_norm)).astype(np.float32), bool(overflow), bool(save))
 
 
 # Limits of the half-precision wire types: a finite float32 beyond them cannot be sent as fp16/bf16.

@@ -64,12 +64,14 @@ class FLModelFollower:
         self._inputs = self._split_inputs(msg, net, self.local_batch)
         return self._to_peer(self.model.forward_one_step(*self._inputs), net)
 
-    def backward(self, msg: Message) -> Tuple[Mapping[str, Any], GradientStats]:
+    def backward(self, msg: Message, sens: Optional[Mapping[str, Any]] = None
+                 ) -> Tuple[Mapping[str, Any], GradientStats]:
+        """`sens`: the sens dict, if not the message's tensors (a relay stage: its downstream's reply)."""
         if self._inputs is None:
             raise RuntimeError(f"{msg.describe()}: no forward pass of this step to differentiate")
         local, remote = self._inputs
         self._inputs = None
-        grads = self.model.backward_one_step(local, remote, sens=msg.tensors())
+        grads = self.model.backward_one_step(local, remote, sens=msg.tensors() if sens is None else sens)
         configs = self.model.get_compress_configs()
         unsendable = False
         out: Dict[str, Dict[str, Any]] = {}

@@ -156,6 +156,10 @@ class Message:
             node = node[key]
         return node
 
+    def scalars(self) -> Dict[str, Any]:
+        """The header's fields besides kind and step, as received (a relay passes them on)."""
+        return {k: v for k, v in self.meta.items() if k not in ("kind", "step")}
+
     def tensors(self) -> Dict[str, Any]:
         """Everything but the header."""
         return {k: v for k, v in self.raw.items() if k != "meta"}

@@ -128,6 +128,13 @@ class PeerSession:
         if callable(goodbye):
             goodbye(reason)
 
+    def why_stopped(self, err: BaseException) -> str:
+        """What to tell a peer when this party stops because of `err`: a protocol reason (the other
+        peer's ABORT, a ProtocolError) as it is, anything else as 'the <role> stopped: <error>'."""
+        if isinstance(err, (PeerAborted, ProtocolError)):
+            return str(err)
+        return f"the {self.role} stopped: {type(err).__name__}: {err} -- {self.remedy}"
+
     def report(self, err: ProtocolError) -> None:
         """ABORT the peer with a ProtocolError raised elsewhere (no-op if it was already reported)."""
         text = str(err)
@@ -243,10 +250,14 @@ class FollowerHandler(Protocol):
     def evaluate(self, msg: Message) -> Mapping[str, Any]:
         """Eval forward pass on an EVAL message; returns the tensors for the leader."""
 
+    # Optional, for a handler with peers of its own (a relay stage, `FLModelRelay`):
+    # `finish()` when the leader said DONE, `stop(reason)` when the loop stops on an error.
+
 
 class FollowerLoop:
     """The follower's side of the run: FORWARD -> BACKWARD -> DECISION per step, EVAL between steps,
-    DONE at the end. Anything else, or a handler error, stops both parties (ABORT)."""
+    DONE at the end. Anything else, or a handler error, stops both parties (ABORT); a handler with
+    peers of its own hears of both ends (its optional `finish()` and `stop(reason)`)."""
 
     def __init__(self, session: PeerSession, handler: FollowerHandler, completed_steps: int = 0) -> None:
         self.session = session
@@ -267,6 +278,9 @@ class FollowerLoop:
         msg = self.session.receive(self._expected(), timeout)
         try:
             if msg.kind == Kind.DONE:
+                finish = getattr(self.handler, "finish", None)
+                if finish is not None:
+                    finish()
                 return False
             if msg.kind == Kind.FORWARD:
                 self.session.send(Kind.FORWARD_REPLY, msg.step, self.handler.forward(msg))
@@ -295,9 +309,15 @@ class FollowerLoop:
     def run(self, timeout: Optional[float] = None,
             on_step: Optional[Callable[[int], Any]] = None) -> int:
         """Serve until DONE; `on_step(completed)` after each agreed step. Returns the completed steps."""
-        while True:
-            before = self.completed
-            if not self.serve_one(timeout):
-                return self.completed
-            if on_step is not None and self.completed != before:
-                on_step(self.completed)
+        try:
+            while True:
+                before = self.completed
+                if not self.serve_one(timeout):
+                    return self.completed
+                if on_step is not None and self.completed != before:
+                    on_step(self.completed)
+        except BaseException as err:
+            stop = getattr(self.handler, "stop", None)
+            if stop is not None:
+                stop(self.session.why_stopped(err))
+            raise

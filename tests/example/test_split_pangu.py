@@ -1,10 +1,12 @@
 """Split PanGu-alpha (issue 5): split training == centralised training, step for step.
 
 Default suite: the one-process split run against train_centralized.run (30 steps, tiny, dropout 0),
-the same with the split point moved (party A keeps block 0: --leader_layers 1), in-process resume,
-the protocol checks, bad input, and ONE two-process run over mutual TLS.
+the same with the split point moved (party A keeps block 0: --leader_layers 1) and with party B as
+two pipeline stages (--pipeline_stages 2: A + B1 + B2), in-process resume, the protocol checks, bad
+input, and ONE two-process run over mutual TLS.
 Slow: two-process resume after stopping both, a follower restarted mid-run, the split point across
-two processes and its mismatch, graph mode.
+two processes and its mismatch, graph mode, the pipeline as three processes over mutual TLS (exact,
+a mis-split, a stage stopped by SIGTERM).
 """
 from __future__ import annotations
 
@@ -50,9 +52,9 @@ def _rel(a, b) -> float:
 
 def _split_params(result) -> dict:
     """canonical name -> value of every sub-network parameter of a split run (A's two nets, B's)."""
-    leader, follower = result["leader"], result["follower"]
+    leader = result["leader"]
     out = {}
-    for net in (leader.embedding_net, leader.head_net, follower.net):
+    for net in (leader.embedding_net, leader.head_net, *(stage.net for stage in result["stages"])):
         for name, value in parameters_to_numpy(net).items():
             assert canonical_name(name) not in out, name
             out[canonical_name(name)] = value
@@ -69,12 +71,13 @@ def runs(tmp_path_factory):
     central = train_centralized.run(train_centralized.parse_args(
         COMMON + ["--synthetic", "--output_dir", str(root / "central"), "--save_ckpt_steps", str(STEPS)]))
     moved = run_local(_local_args(root / "split_k1", "--leader_layers", "1", "--save_ckpt_steps", "20"))
+    pipeline = run_local(_local_args(root / "pipeline", "--pipeline_stages", "2", "--save_ckpt_steps", "20"))
     ms.set_context(mode=old_mode)
-    return {"root": root, "split": split, "central": central, "split_k1": moved}
+    return {"root": root, "split": split, "central": central, "split_k1": moved, "pipeline": pipeline}
 
 
 # ------------------------------------------------------------------------------ exactness
-@pytest.mark.parametrize("layout", ["split", "split_k1"])
+@pytest.mark.parametrize("layout", ["split", "split_k1", "pipeline"])
 def test_local_split_losses_match_centralised(runs, layout):
     split, central = runs[layout]["losses"], runs["central"]["losses"]
     assert len(split) == len(central) == STEPS
@@ -95,6 +98,56 @@ def test_split_point_moves_block_0_to_party_a(runs):
         "backbone_loss_net_step_20.ckpt", "backbone_loss_net_step_30.ckpt"]
 
 
+def test_pipeline_equals_the_two_party_split(runs):
+    """A + B1 + B2 computes what A + B computes; each stage holds and checkpoints its own blocks, under
+    the whole model's names."""
+    np.testing.assert_allclose(runs["pipeline"]["losses"], runs["split"]["losses"], rtol=1e-5)
+    stages = runs["pipeline"]["stages"]
+    assert [(s.name, s.blocks) for s in stages] == [("follower", (0, 1)), ("follower2", (1, 2))]
+    assert [s.global_step for s in stages] == [STEPS, STEPS]
+    ckpt = runs["root"] / "pipeline" / "checkpoints"
+    for stage, block in (("follower", 0), ("follower2", 1)):
+        names = {canonical_name(k) for k in ms.load_checkpoint(str(ckpt / stage / "backbone_loss_net_step_30.ckpt"))
+                 if "backbone.blocks." in k}
+        assert names and {n.split(".")[2] for n in names} == {str(block)}, names
+    # B1 received only A's activations and the head's gradient, as the single follower does
+    assert stages[0].received_keys == {"embedding_table", "attention_mask", "output.hidden_states"}
+
+
+def test_pipeline_stage_split_and_mismatch():
+    from src.pangu_alpha_config import get_config
+    from src.split_pangu_alpha import stage_blocks, stage_fingerprint
+    config = get_config("tiny", num_layers=8)          # 7 blocks
+    assert [stage_blocks(config, 3, i) for i in range(3)] == [(0, 3), (3, 5), (5, 7)]
+    moved = get_config("tiny", num_layers=8, leader_layers=2)
+    assert [stage_blocks(moved, 2, i) for i in range(2)] == [(2, 5), (5, 7)]
+    with pytest.raises(ValueError, match=r"--pipeline_stages 8: party B's 7 transformer block\(s\).*allow 1 to 7"):
+        stage_blocks(config, 8, 0)
+    with pytest.raises(ValueError, match=r"--stage_index 3: stages are numbered 0 to 2"):
+        stage_blocks(config, 3, 3)
+    # stage 0 of 2 expects its next stage to hold blocks 4..6; a stage started as 2 of 3 holds 5..6
+    assert describe_settings_mismatch(stage_fingerprint(config, 2, 1), stage_fingerprint(config, 3, 2)) == \
+        "pipeline_stages: ours 2, peer 3; stage_blocks: ours 4-6, peer 5-6"
+
+
+@pytest.mark.parametrize("compress", ["none", "min_max6"])
+def test_pipeline_stage_yamls_fit_together(compress):
+    """Each stage sends what the next one takes, and the next one's grad-scaler reply is its sens;
+    the first stage faces A like the single follower; compressed, the mask stays bit-packed."""
+    from src.split_train import party_yaml, stage_yaml
+    stages = [stage_yaml(compress, 3, i).yaml_data for i in range(3)]
+    single = party_yaml("backbone", compress).yaml_data
+    net = lambda raw: raw["model"]["train_net"]  # noqa: E731
+    assert net(stages[0])["inputs"] == net(single)["inputs"]
+    assert net(stages[-1])["outputs"] == net(single)["outputs"]
+    for up, down in zip(stages, stages[1:]):
+        assert [o["name"] for o in net(up)["outputs"]] == [i["name"] for i in net(down)["inputs"]]
+        assert {g["sens"] for opt in up["opts"] for g in opt["grads"]} == {down["grad_scalers"][0]["output"]["name"]}
+        assert up["grad_scalers"][0]["sens"] == "hidden_states"
+    mask = [o for o in net(stages[0])["outputs"] if o["name"] == "attention_mask"][0]
+    assert mask.get("compress_type") == (None if compress == "none" else "bit_pack")
+
+
 def test_split_point_must_leave_party_b_a_block():
     from src.pangu_alpha_config import get_config
     with pytest.raises(ValueError, match=r"leader_layers=2: party A can keep 0 to 1 of the 2 ordinary blocks"):
@@ -103,7 +156,7 @@ def test_split_point_must_leave_party_b_a_block():
     assert describe_settings_mismatch(a, config_fingerprint(get_config("tiny"))) == "leader_layers: ours 1, peer 0"
 
 
-@pytest.mark.parametrize("layout", ["split", "split_k1"])
+@pytest.mark.parametrize("layout", ["split", "split_k1", "pipeline"])
 def test_local_split_parameters_match_centralised(runs, layout):
     ckpt = runs["central"]["checkpoint"]
     assert ckpt and ckpt.endswith(f"_step_{STEPS}.ckpt")
@@ -144,25 +197,28 @@ def test_checkpoints_log_and_lines(runs):
     assert [r["step"] for r in records] == list(range(1, STEPS + 1))
 
 
-@pytest.mark.parametrize("layout", ["split", "split_k1"])
+LAYOUT_FLAGS = {"split": [], "split_k1": ["--leader_layers", "1"], "pipeline": ["--pipeline_stages", "2"]}
+
+
+@pytest.mark.parametrize("layout", ["split", "split_k1", "pipeline"])
 def test_local_resume_equals_uninterrupted(runs, tmp_path, layout):
-    """Both parties restart from their step-20 checkpoints; steps 21..30 == the uninterrupted run."""
+    """Every party restarts from its step-20 checkpoints; steps 21..30 == the uninterrupted run."""
     src = runs["root"] / layout / "checkpoints"
-    for party in ("leader", "follower"):
+    parties = [("leader", n) for n in ("head_loss_net", "embedding_loss_net")] + [
+        (stage.name, "backbone_loss_net") for stage in runs[layout]["stages"]]
+    for party in sorted({p for p, _ in parties}):
         (tmp_path / "checkpoints" / party).mkdir(parents=True)
         for name in os.listdir(src / party):
             if name.endswith("_step_20.ckpt"):
                 shutil.copy(src / party / name, tmp_path / "checkpoints" / party)
-    extra = ["--leader_layers", "1"] if layout == "split_k1" else []
-    resumed = run_local(_local_args(tmp_path, "--save_ckpt_steps", "10", "--resume", *extra))
+    resumed = run_local(_local_args(tmp_path, "--save_ckpt_steps", "10", "--resume", *LAYOUT_FLAGS[layout]))
     assert resumed["final_step"] == STEPS
     np.testing.assert_array_equal(resumed["losses"], runs[layout]["losses"][20:])
     full, again = _split_params(runs[layout]), _split_params(resumed)
     for name in full:
         np.testing.assert_array_equal(again[name], full[name], err_msg=name)
     # optimizer state too: the saved step-30 checkpoints are identical
-    for party, name in (("leader", "head_loss_net"), ("leader", "embedding_loss_net"),
-                        ("follower", "backbone_loss_net")):
+    for party, name in parties:
         a = ms.load_checkpoint(str(src / party / f"{name}_step_30.ckpt"))
         b = ms.load_checkpoint(str(tmp_path / "checkpoints" / party / f"{name}_step_30.ckpt"))
         assert set(a) == set(b)
@@ -223,7 +279,7 @@ def _pki(root: Path) -> Path:
     from mindspore_federated.tools import gen_certs as g
     ca = g.generate_ca()
     g.write_ca(root, ca, PASSWORD)
-    for name in ("leader", "follower"):
+    for name in ("leader", "follower", "follower2"):
         g.generate_party_certs(root, name, ca, PASSWORD, ips=["127.0.0.1"])
     return root
 
@@ -468,12 +524,104 @@ def test_split_point_mismatch_fails_fast_on_both_sides(pki, tmp_path):
 
 
 @pytest.mark.slow
-def test_graph_mode_local_split_matches_centralised(runs, tmp_path):
+@pytest.mark.parametrize("layout", ["split", "pipeline"])
+def test_graph_mode_local_split_matches_centralised(runs, tmp_path, layout):
     """GRAPH_MODE parties (compiled backward + optimizer, fused head forward+backward) compute
-    the same training as the centralised PyNative run of the fixture."""
+    the same training as the centralised PyNative run of the fixture (also with B as 2 stages)."""
     old_mode = ms.get_context("mode")
     try:
-        split = run_local(_local_args(tmp_path, "--exec_mode", "graph", "--eval_steps", "1"))
+        split = run_local(_local_args(tmp_path, "--exec_mode", "graph", "--eval_steps", "1", *LAYOUT_FLAGS[layout]))
     finally:
         ms.set_context(mode=old_mode)
     assert _rel(split["losses"], runs["central"]["losses"]) <= 1e-5
+
+
+def _start_pipeline(tmp: Path, pki: Path, common: list, stage_flags: list) -> list:
+    """The leader and one follower process per entry of `stage_flags` (pipeline stage i, its extra
+    flags), chained on loopback over mutual TLS; the processes, leader first."""
+    pl, ports = free_port(), [free_port() for _ in stage_flags]
+    procs = []
+    for i, flags in reversed(list(enumerate(stage_flags))):   # the last stage first
+        name = "follower" if i == 0 else f"follower{i + 1}"
+        nxt = ["--next_stage_address", f"127.0.0.1:{ports[i + 1]}"] if i + 1 < len(stage_flags) else []
+        procs.insert(0, start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_follower.py"), *common, "--stage_index",
+                               str(i), "--http_server_address", f"127.0.0.1:{ports[i]}", "--remote_server_address",
+                               f"127.0.0.1:{pl if i == 0 else ports[i - 1]}", *nxt, "--log_file",
+                               str(tmp / f"{name}.log"), *_tls_flags(pki, name), *flags], tmp / f"{name}.out"))
+    procs.insert(0, start([PYTHON, str(EXAMPLE_DIR / "run_pangu_train_leader.py"), *common, "--synthetic",
+                           "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address",
+                           f"127.0.0.1:{ports[0]}", "--log_file", str(tmp / "leader.log"), "--loss_log",
+                           str(tmp / "loss.json"), *_tls_flags(pki, "leader")], tmp / "leader.out"))
+    return procs
+
+
+def _wait_all(tmp: Path, procs: list, timeout: float = 300):
+    """Exit codes and outputs of `_start_pipeline`'s processes, leader first."""
+    try:
+        rcs = [p.wait(timeout) for p in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    names = ["leader", "follower"] + [f"follower{i + 1}" for i in range(1, len(procs) - 1)]
+    return rcs, [(tmp / f"{name}.out").read_text() for name in names]
+
+
+@pytest.mark.slow
+def test_pipeline_as_three_processes_over_mutual_tls(runs, pki, tmp_path):
+    """The leader (unchanged) + stage 0 (follower, relays) + stage 1 (follower2), three processes over
+    mutual TLS on loopback: the losses of the centralised run; each stage saves its own blocks."""
+    out = tmp_path / "out"
+    common = [*COMMON, "--output_dir", str(out), "--peer_timeout", "60", "--save_ckpt_steps", str(STEPS),
+              "--pipeline_stages", "2"]
+    rcs, outs = _wait_all(tmp_path, _start_pipeline(tmp_path, pki, common, [[], []]))
+    assert rcs == [0, 0, 0], [o[-2000:] for o in outs]
+    losses = [r["loss"] for r in json.loads((tmp_path / "loss.json").read_text())]
+    assert _rel(losses, runs["central"]["losses"]) <= 1e-5
+    assert "follower2 done at step 30" in outs[2] and "mutual TLS" in outs[2]
+    for stage_dir in ("follower", "follower2"):
+        assert (out / "checkpoints" / stage_dir / f"backbone_loss_net_step_{STEPS}.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_pipeline_mis_split_stops_every_process(pki, tmp_path):
+    """Stage 1 started for a 3-stage pipeline behind a 2-stage stage 0: refused at the stages'
+    handshake, and the leader stops too, with the reason."""
+    common = [*COMMON, "--output_dir", str(tmp_path / "out"), "--peer_timeout", "60", "--save_ckpt_steps", "0",
+              "--num_layers", "4"]
+    third = ["--next_stage_address", f"127.0.0.1:{free_port()}"]   # (stage 1 of 3 is no last stage)
+    procs = _start_pipeline(tmp_path, pki, common, [["--pipeline_stages", "2"], ["--pipeline_stages", "3", *third]])
+    rcs, outs = _wait_all(tmp_path, procs, timeout=120)
+    assert all(rc != 0 for rc in rcs), [o[-2000:] for o in outs]
+    assert "pipeline_stages: ours 3, peer 2" in outs[2], outs[2][-2000:]
+    assert "pipeline_stages: ours 2, peer 3" in outs[1] or "pipeline_stages: ours 3, peer 2" in outs[1], outs[1][-2000:]
+    assert "follower2 stopped:" in outs[2] and "follower stopped: between the follower and the follower2:" in outs[1]
+    assert "leader stopped: the follower stopped: between the follower and the follower2: " in outs[0], outs[0][-2000:]
+    assert "pipeline_stages" in outs[0]
+
+
+@pytest.mark.slow
+def test_pipeline_last_stage_stopped_stops_every_process_with_its_reason(pki, tmp_path):
+    """SIGTERM to stage 1 (follower2) mid-run: it tells stage 0, which tells the leader; all three
+    stop within seconds, the leader naming follower2's own reason."""
+    import signal
+    out = tmp_path / "out"
+    common = [*COMMON, "--output_dir", str(out), "--peer_timeout", "60", "--save_ckpt_steps", "10",
+              "--pipeline_stages", "2", "--train_steps", "1000"]
+    procs = _start_pipeline(tmp_path, pki, common, [[], []])
+    try:
+        _wait_for([out / "checkpoints" / "follower2" / "backbone_loss_net_step_10.ckpt"], procs)
+        procs[2].send_signal(signal.SIGTERM)
+        t0 = time.time()
+        rcs, outs = _wait_all(tmp_path, procs, timeout=60)
+        elapsed = time.time() - t0
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert all(rc != 0 for rc in rcs), [o[-2000:] for o in outs]
+    assert elapsed < 30
+    reason = "the follower2 was interrupted: SystemExit: stopped by SIGTERM"
+    assert f"follower stopped: the follower2 stopped: {reason}" in outs[1], outs[1][-2000:]
+    assert f"leader stopped: the follower stopped: the follower2 stopped: {reason}" in outs[0], outs[0][-2000:]
+    assert "restart all with --resume" in outs[0]

@@ -18,7 +18,7 @@ import sys
 from typing import Any, List, Optional, Sequence
 
 __all__ = ["str2bool", "add_training_args", "add_split_args", "parse_with_run_config", "resolve_passwords",
-           "ignore_data_flags", "output_dir", "MODEL_SCALES", "DEFAULT_RUN_CONFIG", "DATA_FLAGS"]
+           "ignore_data_flags", "output_dir", "stage_name", "MODEL_SCALES", "DEFAULT_RUN_CONFIG", "DATA_FLAGS"]
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +170,10 @@ def add_split_args(parser: argparse.ArgumentParser, communicator: bool = True) -
                         "sends their output to party B instead of the bare embeddings (default 0: the original "
                         "split). Both parties must use the same K (checked at the handshake); see the README's "
                         "privacy section")
+    g.add_argument("--pipeline_stages", type=int, default=1,
+                   help="party B's blocks split over this many follower stages (a pipeline A -> B1 -> B2 ... -> A; "
+                        "default 1). The blocks after --leader_layers are divided as evenly as possible, the first "
+                        "stages taking one more. Every stage needs the same value; the leader does not need it")
     g.add_argument("--log_file", default=None, help="also write the log to this file (default: in the output folder)")
     g.add_argument("--peer_timeout", type=float, default=120.0,
                    help="seconds to wait for the peer at startup (handshake) and for a send to be accepted")
@@ -305,6 +309,13 @@ def resolve_passwords(args: argparse.Namespace, argv: Sequence[str]) -> None:
                 raise ValueError(f"--{name}_file: cannot read {path}: {err.strerror}") from None
         else:
             setattr(args, name, os.environ.get(env) or os.environ.get("MSF_CERT_PASSWORD") or None)
+
+
+def stage_name(index: int) -> str:
+    """Name of follower stage `index` (0-based) of --pipeline_stages: follower, follower2, follower3, ...
+    It is the stage's communicator server name, the name its TLS certificates must carry, its output
+    folder and log (output/follower2/follower2.log) and its checkpoint folder."""
+    return "follower" if index == 0 else f"follower{index + 1}"
 
 
 def output_dir(args: argparse.Namespace, program: str) -> str:

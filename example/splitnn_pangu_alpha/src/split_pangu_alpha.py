@@ -37,7 +37,8 @@ from .pangu_alpha_config import PanguAlphaConfig
 logger = logging.getLogger(__name__)
 
 __all__ = ["EmbeddingLossNet", "BackboneLossNet", "HeadLossNet", "HeadEvalNet", "PanguAlphaAdam",
-           "PerplexityMetric", "YAML_DIR", "yaml_path", "config_fingerprint", "FINGERPRINT_FIELDS", "norm_groups"]
+           "PerplexityMetric", "YAML_DIR", "yaml_path", "config_fingerprint", "FINGERPRINT_FIELDS", "norm_groups",
+           "stage_blocks", "stage_fingerprint"]
 
 YAML_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "yaml")
 
@@ -86,16 +87,41 @@ class EmbeddingLossNet(nn.Cell):
 
 class BackboneLossNet(nn.Cell):
     """Party B: the transformer blocks after A's `config.leader_layers` (all num_layers - 1 of them
-    by default). (embedding_table, attention_mask) -> hidden_states."""
+    by default). (embedding_table, attention_mask) -> hidden_states.
 
-    def __init__(self, config: PanguAlphaConfig) -> None:
+    A pipeline stage (`stage_blocks`) holds `block_range` only; a stage with a stage after it also
+    returns the mask, which that stage needs too: -> (hidden_states, attention_mask).
+    """
+
+    def __init__(self, config: PanguAlphaConfig, block_range: Optional[Tuple[int, int]] = None,
+                 pass_mask: bool = False) -> None:
         super().__init__()
-        self.backbone = PanguAlphaBackbone(config, parts=("blocks",),
-                                           block_range=(int(config.leader_layers), config.num_blocks))
+        self.backbone = PanguAlphaBackbone(config, parts=("blocks",), block_range=block_range or (
+            int(config.leader_layers), config.num_blocks))
+        self.pass_mask = pass_mask
         jit_forward(self, config.jit_forward)
 
-    def construct(self, embedding_table: Tensor, attention_mask: Tensor) -> Tensor:
-        return self.backbone.run_blocks(embedding_table, attention_mask)
+    def construct(self, embedding_table: Tensor, attention_mask: Tensor):
+        hidden_states = self.backbone.run_blocks(embedding_table, attention_mask)
+        if self.pass_mask:
+            return hidden_states, attention_mask
+        return hidden_states
+
+
+def stage_blocks(config: PanguAlphaConfig, stages: int, index: int) -> Tuple[int, int]:
+    """Blocks [start, stop) of pipeline stage `index` of `stages`: party B's blocks (those after A's
+    `leader_layers`) split as evenly as possible, the first stages taking one more when they do
+    not divide evenly (5 blocks over 2 stages: 3 + 2)."""
+    first, total = int(config.leader_layers), config.num_blocks - int(config.leader_layers)
+    if not 1 <= stages <= total:
+        raise ValueError(f"--pipeline_stages {stages}: party B's {total} transformer block(s) (num_layers="
+                         f"{config.num_layers} minus the query layer, minus --leader_layers {config.leader_layers}) "
+                         f"allow 1 to {total} stages, each holding at least one block")
+    if not 0 <= index < stages:
+        raise ValueError(f"--stage_index {index}: stages are numbered 0 to {stages - 1} (--pipeline_stages {stages})")
+    size, extra = divmod(total, stages)
+    start = first + index * size + min(index, extra)
+    return start, start + size + (1 if index < extra else 0)
 
 
 class HeadLossNet(nn.Cell):
@@ -196,6 +222,15 @@ def norm_groups(config: PanguAlphaConfig) -> List[List[str]]:
     return [list(parameter_shapes(config, ("top",))),
             list(parameter_shapes(config, ("embedding",))) + blocks(0, k),
             blocks(k, config.num_blocks)]
+
+
+def stage_fingerprint(config: PanguAlphaConfig, stages: int, downstream_index: int) -> Dict[str, Any]:
+    """The handshake settings between pipeline stage `downstream_index - 1` and stage
+    `downstream_index`: the model's, the number of stages and the blocks the downstream stage
+    holds, so that stages started with different splits refuse each other at startup."""
+    start, stop = stage_blocks(config, stages, downstream_index)
+    return dict(config_fingerprint(config, unknown=("vocab_size", "eod_id")), pipeline_stages=stages,
+                stage_blocks=f"{start}-{stop - 1}")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ is squared, so A's squared norm plus B's is exactly the whole model's: split tra
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import time
@@ -30,25 +31,28 @@ from mindspore_federated.communication.compression import configs_of
 from mindspore_federated.privacy import EmbeddingDP
 from mindspore_federated.trainer.data_parallel import (DataParallelHandler, RankGroup, RootRelayChannel,
                                                        launched_by_msrun)
-from mindspore_federated.protocol import (CommunicatorChannel, FLModelFollower, FLModelLeader, FollowerLoop,
-                                          GradientStats, LocalChannel, Message, PeerAborted, PeerSession,
-                                          ProtocolError)
+from mindspore_federated.protocol import (CommunicatorChannel, FLModelFollower, FLModelLeader, FLModelRelay,
+                                          FollowerLoop, GradientStats, LocalChannel, Message, PeerAborted,
+                                          PeerSession, ProtocolError)
 
+from .cli import stage_name
 from .lr_schedule import default_warmup_steps, lr_at
 from .pangu_alpha import count_parameters
 from .pangu_alpha_config import PanguAlphaConfig
 from .split_pangu_alpha import (BackboneLossNet, EmbeddingLossNet, HeadEvalNet, HeadLossNet, PanguAlphaAdam,
-                                PerplexityMetric, config_fingerprint, yaml_path)
+                                PerplexityMetric, config_fingerprint, stage_blocks, stage_fingerprint, yaml_path)
 from .utils import LossLog, latest_checkpoint, progress, step_log_line
 from .wire_modes import WIRE_MODES
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["LeaderParty", "FollowerParty", "run_local", "run_leader", "run_follower", "schedule", "party_yaml",
-           "WIRE_MODES"]
+           "stage_yaml", "WIRE_MODES"]
 
 LEADER, FOLLOWER = "leader", "follower"
 REMEDY = "stop both parties and restart both with --resume (each continues from its newest checkpoint)"
+PIPELINE_REMEDY = ("stop every party (the leader and each follower stage) and restart all with --resume (each "
+                   "continues from its newest checkpoint)")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,6 +107,38 @@ def _party_yaml(name: str, compress: str, embedding_dp: bool, embedding_dp_eps: 
     if compress == "min_max6":
         return data
     return FLYamlData.from_dict(_rewrite_min_max(data.yaml_data, _REWRITE[compress]))
+
+
+def stage_yaml(compress: str, stages: int = 1, index: int = 0) -> FLYamlData:
+    """Party B's yaml (yaml/backbone*.yaml) for pipeline stage `index` of `stages`.
+
+    The names make each link read like the single-follower one: a stage with a stage after it sends
+    it `hidden_states` and `attention_mask` and gets back `{hidden_states: {hidden_states: g}}`,
+    its sens (tag `hidden_states`); a stage after another one takes `hidden_states` as its input
+    (instead of A's `embedding_table`). The first stage's link to A is that of the single follower.
+    """
+    data = party_yaml("backbone", compress)
+    if stages == 1:
+        return data
+    raw = copy.deepcopy(dict(data.yaml_data))
+    first, last = index == 0, index == stages - 1
+
+    def rename(items: List[Dict[str, Any]]) -> None:
+        for item in items:
+            if not first and item["name"] == "embedding_table":
+                item["name"] = "hidden_states"
+
+    for phase in ("train_net", "eval_net"):
+        net = raw["model"][phase]
+        rename(net["inputs"])
+        if not last:   # the mask goes on as A sends it (bit_pack when compressed)
+            embedding = party_yaml("embedding", compress).yaml_data["model"][phase]["outputs"]
+            net["outputs"].append(dict(next(o for o in embedding if o["name"] == "attention_mask")))
+    for term in [g for opt in raw["opts"] for g in opt["grads"]] + list(raw.get("grad_scalers") or []):
+        rename(term["inputs"])
+        if not last:
+            term["sens"] = "hidden_states"
+    return FLYamlData.from_dict(raw)
 
 
 def describe_wire(configs: Mapping[str, Any]) -> str:
@@ -237,26 +273,40 @@ class FollowerParty(FLModelFollower):
     """Party B: the transformer blocks. Holds no data; its `loop` (a FollowerLoop) reacts to A's
     messages, and what it does with each follows from yaml/backbone.yaml (`FLModelFollower`).
 
+    With `stages` > 1 it is pipeline stage `index`: it holds only its share of the blocks
+    (`stage_blocks`), its upstream is A (stage 0) or the previous stage, and every stage but the
+    last relays each message to the next one (`connect_downstream`, `FLModelRelay`).
+
     The optimizer (its LR schedule depends on the total number of steps, which only the data
     owner knows) is built after the handshake, by `build(warmup, decay)`.
     """
 
     def __init__(self, config: PanguAlphaConfig, channel: Any, checkpoint_dir: Optional[str] = None,
-                 compress: str = "none", group: Optional[RankGroup] = None) -> None:
+                 compress: str = "none", group: Optional[RankGroup] = None, stages: int = 1, index: int = 0) -> None:
         super().__init__(checkpoint_dir=checkpoint_dir)
         self.group = group  # an msrun job's RankGroup: this rank computes on its slice of each batch
         self.config = config
-        self.net = BackboneLossNet(config)
+        self.stages, self.index, self.name = stages, index, stage_name(index)
+        self.blocks = stage_blocks(config, stages, index)
+        self.net = BackboneLossNet(config, self.blocks, pass_mask=index < stages - 1)
         self.net.set_train(True)
-        self.yaml = party_yaml("backbone", compress)
+        self.yaml = stage_yaml(compress, stages, index)
         # from the yaml: the communicator is made before the handshake, the FLModel after it
         self.wire_configs = configs_of(self.yaml)
         self.opt: Optional[PanguAlphaAdam] = None
         self._start_step = 0
         self._resume_file: Optional[str] = None
         self.received_keys: set = set()
-        self.session = PeerSession(channel, FOLLOWER, LEADER, lambda: self.global_step, remedy=REMEDY)
+        self.session = PeerSession(channel, self.name, LEADER if index == 0 else stage_name(index - 1),
+                                   lambda: self.global_step, remedy=REMEDY if stages == 1 else PIPELINE_REMEDY)
+        self.downstream: Optional[PeerSession] = None
         self.loop: Optional[FollowerLoop] = None
+
+    def connect_downstream(self, channel: Any, pump: Callable[[], Any] = lambda: None) -> PeerSession:
+        """The session to the next stage (this one is its leader); call before `build`."""
+        self.downstream = PeerSession(channel, self.name, stage_name(self.index + 1), lambda: self.global_step,
+                                      pump, self.session.remedy)
+        return self.downstream
 
     @property
     def channel(self) -> Any:
@@ -289,7 +339,9 @@ class FollowerParty(FLModelFollower):
             if self.model.global_step != self._start_step:
                 raise ValueError(f"{self._resume_file}: holds global_step {self.model.global_step}, "
                                  f"its name says {self._start_step}")
-        handler = self if self.group is None else DataParallelHandler(self, self.group)
+        handler: Any = self if self.group is None else DataParallelHandler(self, self.group)
+        if self.downstream is not None:
+            handler = FLModelRelay(handler, self.downstream)
         self.loop = FollowerLoop(self.session, handler, self.global_step)
 
     def serve_one(self, timeout: Optional[float] = None) -> bool:
@@ -310,13 +362,15 @@ class FollowerParty(FLModelFollower):
         self._note_keys(msg)
         scale = msg.number("loss_scale")
         if scale != self.opt.loss_scale_value():
-            raise self.session.fail(f"loss scale differs at step {msg.step}: leader {scale:g}, follower "
-                                    f"{self.opt.loss_scale_value():g} (checkpoints of different steps?) -- {REMEDY}")
+            raise self.session.fail(f"loss scale differs at step {msg.step}: leader {scale:g}, {self.name} "
+                                    f"{self.opt.loss_scale_value():g} (checkpoints of different steps?) -- "
+                                    f"{self.session.remedy}")
         return super().forward(msg)
 
-    def backward(self, msg: Message) -> Tuple[Mapping[str, Any], GradientStats]:
+    def backward(self, msg: Message, sens: Optional[Mapping[str, Any]] = None
+                 ) -> Tuple[Mapping[str, Any], GradientStats]:
         self._note_keys(msg)
-        return super().backward(msg)
+        return super().backward(msg, sens)
 
     def evaluate(self, msg: Message) -> Mapping[str, Any]:
         self._note_keys(msg)
@@ -336,8 +390,15 @@ def make_communicator(args: argparse.Namespace, role: str,
 
     `compress_configs`: {tensor: CompressConfig} of the tensors this party sends (from its yamls, `configs_of`).
     """
-    from mindspore_federated import ServerConfig, SSLConfig, VerticalFederatedCommunicator  # pylint: disable=import-outside-toplevel
     peer = FOLLOWER if role == LEADER else LEADER
+    comm = _launch(args, role, {peer: args.remote_server_address}, compress_configs)
+    return CommunicatorChannel(comm, peer, args.step_timeout)
+
+
+def _launch(args: argparse.Namespace, name: str, peers: Mapping[str, str],
+            compress_configs: Optional[Mapping[str, Any]] = None) -> Any:
+    """This party's launched communicator (server `name` on --http_server_address) to `peers` {name: address}."""
+    from mindspore_federated import ServerConfig, SSLConfig, VerticalFederatedCommunicator  # pylint: disable=import-outside-toplevel
     ssl_config = None
     if args.enable_ssl:
         missing = [flag for flag in ("server_cert_path", "client_cert_path", "ca_cert_path")
@@ -347,11 +408,11 @@ def make_communicator(args: argparse.Namespace, role: str,
         ssl_config = SSLConfig(args.server_password, args.client_password, args.server_cert_path,
                                args.client_cert_path, args.ca_cert_path, crl_path=args.crl_path)
     comm = VerticalFederatedCommunicator(
-        ServerConfig(role, args.http_server_address), ServerConfig(peer, args.remote_server_address),
+        ServerConfig(name, args.http_server_address), [ServerConfig(n, a) for n, a in peers.items()],
         enable_ssl=bool(args.enable_ssl), ssl_config=ssl_config, compress_configs=compress_configs or None,
         connect_timeout=float(min(10.0, args.peer_timeout)), send_deadline=float(args.peer_timeout))
     comm.launch()
-    return CommunicatorChannel(comm, peer, args.step_timeout)
+    return comm
 
 
 def describe_time(seconds: float) -> str:
@@ -364,8 +425,10 @@ def lr_of(opt: PanguAlphaAdam, config: PanguAlphaConfig, warmup: int, decay: int
 
 
 def checkpoint_dirs(args: argparse.Namespace) -> Dict[str, str]:
+    """{party name: its checkpoint folder}: leader, follower and the further pipeline stages' (follower2, ...)."""
     base = os.path.join(args.output_dir, "checkpoints")
-    return {LEADER: os.path.join(base, LEADER), FOLLOWER: os.path.join(base, FOLLOWER)}
+    names = [LEADER] + [stage_name(i) for i in range(max(int(getattr(args, "pipeline_stages", 1)), 1))]
+    return {name: os.path.join(base, name) for name in names}
 
 
 def set_context(args: argparse.Namespace) -> None:
@@ -401,7 +464,7 @@ def _stopping(session: Optional[PeerSession], role: str, err: BaseException) -> 
         session.report(err)
         return
     what = "was interrupted" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "failed"
-    session.abort(f"the {role} {what}: {type(err).__name__}: {err} -- {REMEDY}")
+    session.abort(f"the {role} {what}: {type(err).__name__}: {err} -- {session.remedy}")
 
 
 def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
@@ -427,6 +490,7 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
     if eps is not None and not embedding_dp:
         raise ValueError("--embedding_dp_eps needs --embedding_dp")
     follower: Optional[FollowerParty] = None
+    stages: List[FollowerParty] = []
     channel: Any = None
     follower_channel: Any = None
     leader: Optional[LeaderParty] = None
@@ -435,8 +499,8 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
         channel, follower_channel = LocalChannel.pair((LEADER, FOLLOWER), measure, wire=wire)
         if follower_tap is not None:
             follower_channel = follower_tap(follower_channel)
-        follower = FollowerParty(config, follower_channel, dirs[FOLLOWER], compress=compress)
-        follower_channel.set_compress_configs(follower.wire_configs)
+        stages = _local_stages(config, follower_channel, dirs, compress, measure, wire, args.pipeline_stages)
+        follower = stages[0]
         pump: Callable[[], Any] = follower.serve_one
     else:
         pump = lambda: None  # noqa: E731
@@ -463,20 +527,30 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
                     config.vocab_size, config.seq_length, config.batch_size,
                     total, source.steps_per_epoch, warmup, config.start_lr, config.end_lr,
                     leader.head_opt.loss_scale_value(), args.exec_mode,
-                    "both parties in this process" if local else f"peer {channel.where}")
+                    ("both parties" if len(stages) < 2 else f"A and {len(stages)} stages of B") + " in this process"
+                    if local else f"peer {channel.where}")
         settings = config_fingerprint(config)
         hello = dict(total_steps=np.asarray(total, np.int64), warmup=np.asarray(warmup, np.int64),
                      decay=np.asarray(decay, np.int64))
         if local:
             leader.session.hello(settings, compress, **hello)
-            if args.resume:
-                follower.resume_step(dirs[FOLLOWER])
             follower_settings = config_fingerprint(config, unknown=("vocab_size", "eod_id"))
-            follower.session.handshake(follower_settings, compress)
-            follower.build(warmup, decay)
+            for i, stage in enumerate(stages):
+                if args.resume:
+                    stage.resume_step(dirs[stage.name])
+                if i == 0:
+                    stage.session.handshake(follower_settings, compress)
+                    continue
+                link = stage_fingerprint(config, len(stages), i)
+                stages[i - 1].downstream.hello(link, compress, **hello)
+                stage.session.handshake(link, compress)
+                stages[i - 1].downstream.check_hello(stages[i - 1].downstream.receive_raw(), link, compress)
+            for stage in stages:
+                stage.build(warmup, decay)
+                logger.info("party B%s: %d parameters (transformer blocks %d..%d)",
+                            f" stage {stage.index} ({stage.name})" if len(stages) > 1 else "",
+                            stage.num_parameters(), stage.blocks[0], stage.blocks[1] - 1)
             leader.session.check_hello(leader.session.receive_raw(), settings, compress)
-            logger.info("party B: %d parameters (transformer blocks %d..%d)", follower.num_parameters(),
-                        config.leader_layers, config.num_blocks - 1)
         else:
             logger.info("waiting for the follower (handshake, up to %g s)", args.peer_timeout)
             leader.session.handshake(settings, compress, args.peer_timeout, **hello)
@@ -528,7 +602,8 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
                     trained / max(elapsed, 1e-9))
         result: Dict[str, Any] = {"losses": losses, "final_step": step, "checkpoints": saved, "config": config,
                                   "steps_per_second": trained / max(elapsed, 1e-9), "leader": leader,
-                                  "follower": follower, "channel": channel, "follower_channel": follower_channel,
+                                  "follower": follower, "stages": stages, "channel": channel,
+                                  "follower_channel": follower_channel,
                                   "wire_bytes": wire_bytes}
         if wire_bytes and wire_bytes[-1][0]:
             logger.info("wire bytes per training step (mean): A->B %.0f%s", np.mean([a for a, _ in wire_bytes]),
@@ -549,6 +624,22 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
     finally:
         if not local and channel is not None:
             channel.close()
+
+
+def _local_stages(config: PanguAlphaConfig, channel: Any, dirs: Mapping[str, str], compress: str, measure: bool,
+                  wire: bool, count: int) -> List[FollowerParty]:
+    """Party B in this process: one FollowerParty on `channel`, or `count` pipeline stages, each
+    relaying to the next through its own LocalChannel pair (its pump serves the next stage)."""
+    stages = [FollowerParty(config, channel, dirs[stage_name(0)], compress, stages=count, index=0)]
+    channel.set_compress_configs(stages[0].wire_configs)
+    for i in range(1, count):
+        up_end, down_end = LocalChannel.pair((stage_name(i - 1), stage_name(i)), measure, wire=wire)
+        stage = FollowerParty(config, down_end, dirs[stage_name(i)], compress, stages=count, index=i)
+        down_end.set_compress_configs(stage.wire_configs)
+        up_end.set_compress_configs(stages[-1].wire_configs)
+        stages[-1].connect_downstream(up_end, stage.serve_one)
+        stages.append(stage)
+    return stages
 
 
 def run_local(args: argparse.Namespace, measure: bool = False,
@@ -573,7 +664,10 @@ def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
     """Party B as its own process: no data, only activations and gradients from the leader.
 
     Under msrun it is a data-parallel job (`mindspore_federated.trainer.data_parallel`): every
-    worker computes on its slice of the leader's batch, rank 0 talks to the leader for all."""
+    worker computes on its slice of the leader's batch, rank 0 talks to the leader for all.
+    With --pipeline_stages N it is stage --stage_index of N: its upstream is the leader (stage 0)
+    or the previous stage (at --remote_server_address), every stage but the last relays to the next
+    one at --next_stage_address."""
     from .utils import config_from_args, setup_logging  # pylint: disable=import-outside-toplevel
     setup_logging()
     set_context(args)
@@ -583,55 +677,92 @@ def run_follower(args: argparse.Namespace) -> Dict[str, Any]:
     if root:
         add_log_file(args.log_file)  # the other ranks log to msrun's worker_<rank>.log
     config = config_from_args(args)
+    stages, index = int(args.pipeline_stages), int(args.stage_index)
+    stage_blocks(config, stages, index)  # the flags' errors first
     if group is not None:
+        if stages > 1:
+            raise ValueError("--pipeline_stages with msrun: a pipeline stage runs as one process (not supported yet)")
         if config.batch_size % group.size:
             raise ValueError(f"batch size {config.batch_size} cannot be split over {group.size} msrun workers: "
                              f"use a batch size divisible by --worker_num")
         logger.info("follower rank %d of %d: %d of the leader's %d samples per step%s", group.rank, group.size,
                     config.batch_size // group.size, config.batch_size, ", talks to the leader" if root else "")
-    unknown = ("eod_id",) + (() if args.vocab_size else ("vocab_size",))
-    settings = config_fingerprint(config, unknown=unknown)
-    directory = args.load_ckpt_path if (args.resume and args.load_ckpt_path) else checkpoint_dirs(args)[FOLLOWER]
+    if index < stages - 1 and not args.next_stage_address:
+        raise ValueError(f"--stage_index {index} of --pipeline_stages {stages} needs --next_stage_address (ip:port "
+                         f"of stage {index + 1}); only the last stage has none")
+    if index == stages - 1 and args.next_stage_address:
+        logger.warning("--next_stage_address %s is not used: stage %d is the last of --pipeline_stages %d",
+                       args.next_stage_address, index, stages)
+    if index == 0:
+        unknown = ("eod_id",) + (() if args.vocab_size else ("vocab_size",))
+        settings = config_fingerprint(config, unknown=unknown)
+    else:
+        settings = stage_fingerprint(config, stages, index)
+    name = stage_name(index)
+    directory = args.load_ckpt_path if (args.resume and args.load_ckpt_path) else checkpoint_dirs(args)[name]
     compress = getattr(args, "compress", "none")
     # every rank reads a --resume checkpoint; rank 0 alone writes them (the ranks' weights are equal)
-    follower = FollowerParty(config, None, directory if root else None, compress=compress, group=group)
-    comm = make_communicator(args, FOLLOWER, follower.wire_configs) if root else None
-    channel = follower.channel = RootRelayChannel(comm, group) if group is not None else comm
+    follower = FollowerParty(config, None, directory if root else None, compress=compress, group=group,
+                             stages=stages, index=index)
+    upstream = follower.session.peer_role
+    peers = {upstream: args.remote_server_address}
+    if index < stages - 1:
+        peers[stage_name(index + 1)] = args.next_stage_address
+    comm = _launch(args, name, peers, follower.wire_configs) if root else None
+    to_upstream = CommunicatorChannel(comm, upstream, args.step_timeout) if root else None
+    channel = follower.channel = RootRelayChannel(to_upstream, group) if group is not None else to_upstream
+    if index < stages - 1:
+        follower.connect_downstream(CommunicatorChannel(comm, stage_name(index + 1), args.step_timeout))
     logger.info("wire: --compress %s; B sends %s", compress, describe_wire(follower.wire_configs))
+    what = "party B" if stages == 1 else f"party B stage {index} of {stages} ({name})"
     try:
         if args.resume:
             start = follower.resume_step(directory)
-            logger.info("follower resumes at step %d (%s)", start, directory)
-        logger.info("split PanGu-alpha %s: party B %d parameters (transformer blocks %d..%d), waiting for the "
-                    "leader at %s (handshake, up to %g s)", args.mode, follower.num_parameters(),
-                    config.leader_layers, config.num_blocks - 1, args.remote_server_address, args.peer_timeout)
+            logger.info("%s resumes at step %d (%s)", name, start, directory)
+        logger.info("split PanGu-alpha %s: %s %d parameters (transformer blocks %d..%d), waiting for the "
+                    "%s at %s (handshake, up to %g s)", args.mode, what, follower.num_parameters(),
+                    follower.blocks[0], follower.blocks[1] - 1, upstream, args.remote_server_address,
+                    args.peer_timeout)
         hello = follower.session.handshake(settings, compress, args.peer_timeout)
         total, warmup, decay = (hello.integer(k) for k in ("total_steps", "warmup", "decay"))
+        if follower.downstream is not None:
+            logger.info("waiting for the next stage, %s at %s (handshake, up to %g s)", follower.downstream.peer_role,
+                        args.next_stage_address, args.peer_timeout)
+            try:
+                follower.downstream.handshake(stage_fingerprint(config, stages, index + 1), compress,
+                                              args.peer_timeout,
+                                              **{k: hello.array(k) for k in ("total_steps", "warmup", "decay")})
+            except (PeerAborted, ProtocolError, ConnectionError, TimeoutError) as err:
+                # the upstream is told (as ProtocolError), and which link failed
+                raise ProtocolError(f"between the {name} and the {follower.downstream.peer_role}: {err}") from err
         follower.build(warmup, decay)
-        logger.info("handshake with the leader done: %d steps, warmup %d, starting at step %d", total, warmup,
-                    follower.global_step)
+        logger.info("handshake with the %s done: %d steps, warmup %d, starting at step %d", upstream, total,
+                    warmup, follower.global_step)
         t0 = time.time()
         start = follower.global_step
         bytes_per_step: List[int] = []
         mark = [channel.bytes_sent]
+        sent = "B->A" if stages == 1 else f"sent by {name}"
 
         def on_step(step: int) -> None:
             bytes_per_step.append(channel.bytes_sent - mark[0])
             mark[0] = channel.bytes_sent
             if step % max(args.log_steps, 1) == 0 or step == total:
-                logger.info("follower step %d/%d, wire bytes B->A %d", step, total, bytes_per_step[-1])
+                logger.info("%s step %d/%d, wire bytes %s %d", name, step, total, sent, bytes_per_step[-1])
 
         follower.loop.run(on_step=on_step)
         elapsed = time.time() - t0
-        logger.info("follower done at step %d (%d steps in %s)", follower.global_step,
+        logger.info("%s done at step %d (%d steps in %s)", name, follower.global_step,
                     follower.global_step - start, describe_time(elapsed))
         if bytes_per_step:
-            logger.info("follower wire bytes per training step (mean): B->A %.0f", np.mean(bytes_per_step))
+            logger.info("%s wire bytes per training step (mean): %s %.0f", name, sent, np.mean(bytes_per_step))
         return {"final_step": follower.global_step, "checkpoints": follower.saved,
                 "received_keys": sorted(follower.received_keys), "follower": follower,
                 "bytes_per_step": bytes_per_step}
     except BaseException as err:
-        _stopping(follower.session, FOLLOWER, err)
+        _stopping(follower.session, name, err)
+        if follower.downstream is not None:   # (a no-op if the loop told it already)
+            follower.downstream.abort(follower.downstream.why_stopped(err))
         raise
     finally:
         channel.close()
