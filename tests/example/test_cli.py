@@ -32,10 +32,12 @@ def test_help_answers_without_importing_mindspore(program):
 def test_all_three_programs_read_the_same_run_configuration():
     parsed = [m.parse_args(["--synthetic"]) for m in (run_pangu_train_local, run_pangu_train_leader)]
     parsed.append(run_pangu_train_follower.parse_args([]))
-    keys = ("mode", "exec_mode", "train_steps", "dropout_rate", "loss_scale", "log_steps", "save_ckpt_steps", "seed")
+    keys = ("mode", "exec_mode", "train_steps", "per_batch_size", "start_lr", "dropout_rate", "loss_scale", "log_steps",
+            "save_ckpt_steps", "seed")
     values = [{k: getattr(a, k) for k in keys} for a in parsed]
     assert values[0] == values[1] == values[2]
-    assert values[0]["train_steps"] == 300 and values[0]["dropout_rate"] == 0.0 and values[0]["save_ckpt_steps"] == 100
+    assert values[0]["train_steps"] == 1000 and values[0]["per_batch_size"] == 32 and values[0]["start_lr"] == 0.003
+    assert values[0]["dropout_rate"] == 0.0 and values[0]["save_ckpt_steps"] == 250
     assert all(a.run_config == DEFAULT_RUN_CONFIG for a in parsed)
     # per layout outputs
     assert [a.output_dir for a in parsed] == ["output/local", "output/leader", "output/follower"]

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 STEPS = 8
 COMMON = ["--config", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
           "--log_steps", "4", "--dropout_rate", "0", "--loss_scale", "1024", "--exec_mode", "graph",
-          "--save_ckpt_steps", str(STEPS), "--eval_steps", "1"]
+          "--save_ckpt_steps", str(STEPS), "--eval_steps", "1", "--run_config", "none"]
 
 
 def test_msrun_follower_equals_the_one_process_run(tmp_path):

@@ -29,7 +29,7 @@ STEPS = 25
 BATCH, SEQ, HIDDEN = 4, 32, 64
 COMMON = ["--mode", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
           "--log_steps", "5", "--dropout_rate", "0", "--loss_scale", "1024", "--exec_mode", "pynative",
-          "--eval_steps", "2", "--save_ckpt_steps", "0"]
+          "--eval_steps", "2", "--save_ckpt_steps", "0", "--run_config", "none"]
 # per direction: protobuf field tags, names, dims, min/max, the step numbers and agreement scalars
 HEADER_BUDGET = 1000
 

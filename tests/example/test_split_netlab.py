@@ -36,7 +36,8 @@ STEPS = 8
 SOAK_STEPS = 16
 # --log_steps 1: the harness follows the run by the leader's log lines (the loss log is written at the end)
 COMMON = ["--config", "tiny", "--vocab_size", "1000", "--seed", "3", "--log_steps", "1", "--dropout_rate", "0",
-          "--loss_scale", "1024", "--mode", "pynative", "--eval_steps", "2", "--save_ckpt_steps", "2"]
+          "--loss_scale", "1024", "--mode", "pynative", "--eval_steps", "2", "--save_ckpt_steps", "2",
+          "--run_config", "none"]
 PEER_FLAGS = ["--peer_timeout", "60"]
 
 

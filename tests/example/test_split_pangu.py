@@ -37,7 +37,7 @@ STEPS = 30
 PASSWORD = "split-test-pw"
 COMMON = ["--mode", "tiny", "--vocab_size", "1000", "--seed", "3", "--train_steps", str(STEPS),
           "--log_steps", "10", "--dropout_rate", "0", "--loss_scale", "1024", "--exec_mode", "pynative",
-          "--eval_steps", "4"]
+          "--eval_steps", "4", "--run_config", "none"]
 
 
 def _local_args(out: Path, *extra: str):
