@@ -68,6 +68,7 @@ def _exec_mode(mode: str) -> List[str]:
 
 def _common(args: argparse.Namespace) -> List[str]:
     batch = ["--per_batch_size", str(args.batch_size)] if args.batch_size else []
+    batch += ["--seq_length", str(args.seq_length)] if args.seq_length else []
     return ["--config", args.config, "--vocab_size", str(args.vocab_size), "--seed", "1", "--dropout_rate", "0",
             "--train_steps", str(args.warmup + args.steps), "--log_steps", str(max(1, args.warmup + args.steps)),
             "--save_ckpt_steps", "0", "--loss_scale", "1024", "--run_config", "none", *batch]
@@ -169,7 +170,7 @@ def run_split_tls(args: argparse.Namespace, tmp: str, mode: str) -> dict:
 def _in_child(mode: str, args: argparse.Namespace, tmp: str) -> dict:
     cmd = [sys.executable, __file__, "--worker", mode, "--config", args.config, "--vocab_size", str(args.vocab_size),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--tmp", tmp,
-           "--batch_size", str(args.batch_size or 0)]
+           "--batch_size", str(args.batch_size or 0), "--seq_length", str(args.seq_length or 0)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT), GLOG_v="3"))
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode or not lines:
@@ -182,6 +183,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--config", default="small")
     parser.add_argument("--vocab_size", type=int, default=8000)
     parser.add_argument("--batch_size", type=int, default=0, help="sequences per step (default: the config's)")
+    parser.add_argument("--seq_length", type=int, default=0, help="tokens per sequence (default: the config's)")
     parser.add_argument("--steps", type=int, default=12, help="timed steps")
     parser.add_argument("--warmup", type=int, default=3, help="untimed first steps (compilation, caches)")
     parser.add_argument("--modes", default=",".join(MODES))
@@ -219,7 +221,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     merged = {mode: {key: median([rd[mode][key] for rd in rounds]) for key in rounds[0][mode]} for mode in modes}
     base = merged.get("central_graph", merged.get("central_pynative"))
     pyn = merged.get("central_pynative")
-    batch = f", batch {args.batch_size}" if args.batch_size else ""
+    batch = (f", batch {args.batch_size}" if args.batch_size else "") + (f", seq {args.seq_length}" if args.seq_length else "")
     print(f"\nPanGu-alpha `{args.config}` (vocab {args.vocab_size}{batch}), CPU, {args.steps} timed steps after "
           f"{args.warmup} warm-up steps, synthetic data, dropout 0, median of {args.rounds} round(s).\n")
     print("| run | steps/s | vs centralised graph | vs centralised PyNative | peak RSS (MiB) |")
