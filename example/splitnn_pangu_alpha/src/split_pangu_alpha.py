@@ -236,6 +236,10 @@ def stage_fingerprint(config: PanguAlphaConfig, stages: int, downstream_index: i
 # ----------------------------------------------------------------------------------------------
 # optimizer
 # ----------------------------------------------------------------------------------------------
+_hyper_map = ops.HyperMap()
+_store = ops.Assign()
+
+
 class _GraphPending(nn.Cell):
     """GRAPH_MODE: the unscaled gradients, squared norm and overflow flag between the two halves
     of a step, as Parameters, so that FLModel's compiled backward can store them (kept outside
@@ -405,8 +409,10 @@ class PanguAlphaAdam(nn.Cell):
         scale = ops.cast(self.optimizer.get_loss_scale(), mstype.float32) * 1.0
         unscaled, sq_norm, overflow = local_grad_stats(grads, scale)
         pending = self._graph
-        for i in range(len(unscaled)):
-            ops.assign(pending.grads[i], unscaled[i])
+        # one HyperMap, not a loop: a loop over every parameter unrolls into nested calls and passes
+        # MindSpore's call-depth limit (1000) from about 15 blocks on (every preset from 350M up)
+        stored = _hyper_map(_store, pending.grads, unscaled)
+        sq_norm = ops.depend(sq_norm, stored)
         ops.assign(pending.sq_norm, sq_norm)
         ops.assign(pending.overflow, overflow)
         return ops.assign(pending.fresh, ops.ones((), mstype.bool_))
