@@ -355,3 +355,13 @@ def test_predict_command_lines_centralised_and_one_process(sp_model, tmp_path, c
     local = [l for l in capsys.readouterr().out.splitlines() if l.startswith("generated: ")]
     assert len(central) == 1 and local == central, (central, local)
     assert result["generated"][0]["ids"] and len(result["generated"][0]["ids"]) <= 10
+
+
+def test_banned_ids_are_never_chosen():
+    from src.generate import GenerateOptions, choose_token
+    logits = np.array([0.0, 5.0, 4.0, 1.0])
+    rng = np.random.default_rng(0)
+    greedy = GenerateOptions(banned_ids=(1,))
+    assert choose_token(logits, np.zeros(4), greedy, rng) == 2
+    sampled = GenerateOptions(top_k_num=4, banned_ids=(1, 2))
+    assert {choose_token(logits, np.zeros(4), sampled, rng) for _ in range(50)} <= {0, 3}

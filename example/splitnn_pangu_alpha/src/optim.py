@@ -188,13 +188,13 @@ def _norm_group_indices(params: Sequence[Parameter], groups: Optional[Sequence[S
     if not groups:
         return ()
     position = {p.name: i for i, p in enumerate(params)}
-    out = tuple(tuple(position[name] for name in group if name in position) for group in groups)
-    covered = sorted(i for group in out for i in group)
-    if covered != list(range(len(params))):
-        missing = [p.name for i, p in enumerate(params) if i not in set(covered)]
-        raise ValueError(f"norm_groups must hold every trainable parameter exactly once (missing or repeated: "
-                         f"{missing[:5] or 'repeated names'})")
-    return tuple(group for group in out if group)
+    names = [name for group in groups for name in group]
+    if sorted(names) != sorted(position):
+        missing = sorted(set(position) - set(names))
+        extra = sorted({name for name in names if name not in position or names.count(name) > 1})
+        raise ValueError(f"norm_groups must name every trainable parameter exactly once; missing: {missing[:5]}, "
+                         f"unknown or repeated: {extra[:5]}")
+    return tuple(tuple(position[name] for name in group) for group in groups if group)
 
 
 class PanguTrainOneStepCell(nn.Cell):
