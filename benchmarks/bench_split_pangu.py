@@ -104,7 +104,7 @@ def worker_split_local(args: argparse.Namespace, out: str, mode: str) -> dict:
     from src.split_train import run_local
     log = os.path.join(out, "local_loss.json")
     largs = run_pangu_train_local.parse_args(_common(args) + _exec_mode(mode) + [
-        "--synthetic", "--output_dir", out, "--loss_log", log, "--log_file", "", "--eval_steps", "1"])
+        "--synthetic", "--output_dir", out, "--loss_log", log, "--log_file", "", "--eval_steps", "0"])
     res = run_local(largs, measure=True)
     train_kinds = {Kind.FORWARD, Kind.FORWARD_REPLY, Kind.BACKWARD, Kind.BACKWARD_REPLY, Kind.DECISION}
     sent = res["channel"].sent_log + res["follower"].channel.sent_log
@@ -154,7 +154,7 @@ def run_split_tls(args: argparse.Namespace, tmp: str, mode: str) -> dict:
         [sys.executable, "-c", rss_probe, str(EXAMPLE / "run_pangu_train_leader.py"),
          "--http_server_address", f"127.0.0.1:{pl}", "--remote_server_address", f"127.0.0.1:{ports[0]}",
          *_common(args), *_exec_mode(mode), "--synthetic", "--output_dir", tmp, "--log_file", "", "--loss_log", log,
-         "--eval_steps", "1", *tls("leader")],
+         "--eval_steps", "0", *tls("leader")],
         cwd=str(EXAMPLE), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     out_l, _ = leader.communicate(timeout=3600)
     outs = [f.communicate(timeout=600)[0] for f in followers]

@@ -261,7 +261,7 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     result: Dict[str, Any] = {"losses": losses, "final_step": step, "checkpoint": last_ckpt,
                               "config": config, "steps_per_second": trained / max(elapsed, 1e-9)}
-    if args.eval_data_url or args.synthetic:
+    if (args.eval_data_url or args.synthetic) and args.eval_steps != 0:
         eval_source = BatchSource(args, config, train=False)
         mean, ppl, tokens = evaluate(network, eval_source.iterate(0, 1), config.eod_id, args.eval_steps)
         logger.info("eval loss: %.6f perplexity: %.4f (%d tokens)", mean, ppl, tokens)

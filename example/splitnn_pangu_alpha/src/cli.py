@@ -91,7 +91,8 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                         "compiled graphs, the fastest on CPU, see the README's Performance; pynative reuses "
                         "the forward passes' autodiff tapes instead)")
     g.add_argument("--run_type", default="train", choices=["train", "predict"],
-                   help="only 'train' is implemented (the original's flag)")
+                   help="train (default), or predict: generate text from the checkpoints of a training run "
+                        "(--load_ckpt_path, --prompt/--prompt_file; README, Generate)")
     g.add_argument("--device_target", default="CPU", help="MindSpore device target (default CPU)")
     g.add_argument("--device_id", type=int, default=None, help="device id (accelerators)")
     g.add_argument("--jit_forward", type=str2bool, default=True,
@@ -134,7 +135,7 @@ def add_training_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     g.add_argument("--output_dir", default=None,
                    help="checkpoints, logs and loss logs go here (default ./output/<program>, one per layout)")
     g.add_argument("--loss_log", default=None, help="write per-step losses to this .json or .csv file")
-    g.add_argument("--eval_steps", type=int, default=None, help="at most this many eval batches (default all)")
+    g.add_argument("--eval_steps", type=int, default=None, help="at most this many eval batches (default all; 0: no evaluation)")
     g.add_argument("--synthetic", action="store_true",
                    help="train on generated data (src.utils.synthetic_batch) instead of --data_url")
     g.add_argument("--synthetic_size", type=int, default=1000,

@@ -608,7 +608,7 @@ def _leader_side(args: argparse.Namespace, local: bool, measure: bool = False,
         if wire_bytes and wire_bytes[-1][0]:
             logger.info("wire bytes per training step (mean): A->B %.0f%s", np.mean([a for a, _ in wire_bytes]),
                         f", B->A {np.mean([b for _, b in wire_bytes]):.0f}" if wire_bytes[-1][1] >= 0 else "")
-        if args.eval_data_url or args.synthetic:
+        if (args.eval_data_url or args.synthetic) and args.eval_steps != 0:
             eval_source = BatchSource(args, config, train=False)
             count = eval_source.steps_per_epoch if args.eval_steps is None else min(args.eval_steps,
                                                                                     eval_source.steps_per_epoch)
