@@ -191,7 +191,8 @@ class LeaderParty:
         self.last_scale = 0.0
         self.wire_configs = configs_of(emb_yaml, head_yaml)
         self.session = PeerSession(channel, LEADER, FOLLOWER, lambda: self.global_step, pump, REMEDY)
-        # the head's squared norm first, then the embedding's (the order of the float32 sum)
+        # the head's squared norm first, then the embedding's (the order of the float32 sum; norm_groups in
+        # split_pangu_alpha.py gives train_centralized.py the same order)
         self.driver = FLModelLeader(self.session, self.embedding, self.head, [self.head_opt, self.embedding_opt])
 
     @property
